@@ -1,0 +1,122 @@
+"""The `legato` command line: one verb per stage (see `legato --help`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="legato-pimd: SAM-trained Allegro potentials with Wannier dipoles, for path-integral MD.",
+)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit non-zero."""
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+@app.command()
+def structures(
+    output: Path = typer.Argument(..., help="extxyz file to write"),
+    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid"),
+    n: int = typer.Option(120, help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
+    a: float = typer.Option(5.13, help="phase-I lattice constant, A"),
+    repeat: int = typer.Option(1, help="supercell repeat along each axis"),
+    molecules: int = typer.Option(4, help="molecules per liquid box"),
+    density: float = typer.Option(0.68, help="liquid density, g/cm^3"),
+    seed: int = typer.Option(0),
+):
+    """Write starting structures (crystal, liquid, thermally displaced sets)."""
+    import ase.io
+
+    from legato.training import structures as st
+
+    if kind == "ammonia-initial":
+        frames = st.ammonia_initial_set(n_crystal=2 * n // 3, n_liquid=n - 2 * n // 3, seed=seed)
+    elif kind == "ammonia-crystal":
+        frames = [st.ammonia_phase_i(a, (repeat,) * 3)]
+    elif kind == "ammonia-liquid":
+        frames = [st.molecular_liquid("NH3", molecules, density, seed=seed)]
+    else:
+        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal or ammonia-liquid)")
+    ase.io.write(output, frames, format="extxyz")
+    typer.echo(f"wrote {len(frames)} frame(s) to {output}")
+
+
+@app.command()
+def label(
+    input: Path = typer.Argument(..., help="structures (any ASE-readable file, periodic)"),
+    output: Path = typer.Argument(..., help="labelled extxyz data set (appended, resumable)"),
+    xc: str = typer.Option("pbe"),
+    basis: str = typer.Option("gth-dzvp"),
+    pseudo: str = typer.Option("gth-pbe"),
+    dispersion: str = typer.Option("d3bj", help="d3bj | d3zero | none"),
+    ke_cutoff: Optional[float] = typer.Option(None, help="plane-wave cutoff, hartree (default: PySCF's)"),
+    limit: Optional[int] = typer.Option(None, help="label at most this many new frames"),
+):
+    """DFT energies, forces and Wannier centres with PySCF (resumes where it stopped)."""
+    from legato.training.label import DFTSettings, label_file
+
+    if not input.exists():
+        fail(f"{input}: no such structure file")
+    settings = DFTSettings(xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion == "none" else dispersion, ke_cutoff=ke_cutoff)
+    counts = label_file(input, output, settings, limit=limit)
+    typer.echo(f"{output}: {counts}")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="YAML config, e.g. training/configs/sam.yaml"),
+    overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. sam.rho=0.02 trainer.max_epochs=5"),
+    progress: bool = typer.Option(True, help="show the progress bar"),
+):
+    """Train an Allegro + Wannier model with SAM (sam.rho > 0) or Adam (sam.rho = 0).
+
+    Resumes from <output_dir>/checkpoints/last.ckpt if present; writes
+    <output_dir>/model.legato.pt with metadata and test errors.
+    """
+    from legato.training.dataset import DatasetError
+    from legato.training.train import load_config
+    from legato.training.train import train as run_training
+
+    try:
+        cfg = load_config(config, overrides or [])
+        model_file = run_training(cfg, progress=progress)
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    _print_model(model_file)
+
+
+def _print_model(path: Path) -> None:
+    from legato.training.modelfile import read_model_file
+
+    meta = read_model_file(path)["metadata"]
+    typer.echo(f"model: {path}")
+    typer.echo(f"  method {meta['method']} (rho={meta['rho']}), species {meta['type_names']}, r_max {meta['r_max']} A")
+    for key, value in meta.get("test_errors", {}).items():
+        typer.echo(f"  test {key}: {value:.4g}" if isinstance(value, float) else f"  test {key}: {value}")
+
+
+@app.command()
+def info(model: Path = typer.Argument(..., help="a .legato.pt model file")):
+    """Show a model file's metadata and test errors."""
+    from legato.training.modelfile import ModelFileError
+
+    try:
+        _print_model(model)
+    except ModelFileError as exc:
+        fail(str(exc))
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

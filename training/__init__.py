@@ -1,0 +1,1 @@
+"""Data sets, the Allegro + Wannier model, SAM training and DFT labelling."""

@@ -1,0 +1,151 @@
+"""Extended-XYZ data sets: reading, validation, hashing, splitting.
+
+A frame (``ase.Atoms``) carries ``info['energy']`` (eV), ``arrays['forces']``
+(eV/Angstrom), ``arrays['wannier_disp']`` (Angstrom), ``arrays['wannier_count']``
+and ``arrays['valence_charge']`` (ints), ``info['dipole']`` (e*Angstrom, derived)
+and provenance in ``info`` (``method``, ``basis``, ``code``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import ase
+import ase.io
+import numpy as np
+from ase.data import chemical_symbols
+
+from .fields import DIPOLE, VALENCE_CHARGE, WANNIER_COUNT, WANNIER_DISP
+
+REQUIRED_ARRAYS = {"forces": 3, WANNIER_DISP: 3, WANNIER_COUNT: 0, VALENCE_CHARGE: 0}
+REQUIRED_INFO = ("energy",)
+#: closest approach (Angstrom) below which a frame is rejected as overlapping atoms
+MIN_DISTANCE = 0.5
+
+
+class DatasetError(ValueError):
+    """A data set problem, with a one-line message naming the fix."""
+
+
+def read_frames(path: str | Path) -> list[ase.Atoms]:
+    """Read every frame of an extxyz file (ASE reads extra arrays and info)."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such data set file (label structures with `legato label` first)")
+    try:
+        frames = ase.io.read(path, index=":", format="extxyz")
+    except Exception as exc:  # ASE raises many types on malformed files
+        raise DatasetError(f"{path}: not a readable extxyz file ({exc})") from exc
+    if not frames:
+        raise DatasetError(f"{path}: holds no frames")
+    return frames
+
+
+def _forces(atoms: ase.Atoms):
+    if "forces" in atoms.arrays:
+        return atoms.arrays["forces"]
+    if atoms.calc is not None and "forces" in atoms.calc.results:
+        return atoms.calc.results["forces"]
+    return None
+
+
+def _energy(atoms: ase.Atoms):
+    if "energy" in atoms.info:
+        return atoms.info["energy"]
+    if atoms.calc is not None and "energy" in atoms.calc.results:
+        return atoms.calc.results["energy"]
+    return None
+
+
+def validate_frame(atoms: ase.Atoms, where: str, species: Sequence[str] | None = None) -> None:
+    """Raise :class:`DatasetError` naming the first problem of one frame."""
+    n = len(atoms)
+    if species is not None:
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(species))
+        if unknown:
+            raise DatasetError(f"{where}: species {unknown} not in the model's {list(species)} (add them to type_names)")
+    if _energy(atoms) is None:
+        raise DatasetError(f"{where}: missing info 'energy' (eV)")
+    if not np.isfinite(float(_energy(atoms))):
+        raise DatasetError(f"{where}: energy is not finite")
+    for name, width in REQUIRED_ARRAYS.items():
+        value = _forces(atoms) if name == "forces" else atoms.arrays.get(name)
+        if value is None:
+            raise DatasetError(f"{where}: missing per-atom array '{name}' (relabel with `legato label`)")
+        value = np.asarray(value)
+        expected = (n, width) if width else (n,)
+        if value.shape != expected:
+            raise DatasetError(f"{where}: '{name}' has shape {value.shape}, expected {expected}")
+        if not np.all(np.isfinite(value)):
+            raise DatasetError(f"{where}: '{name}' holds NaN or inf")
+    if not np.all(np.isfinite(atoms.positions)):
+        raise DatasetError(f"{where}: positions hold NaN or inf")
+    if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-6:
+        raise DatasetError(f"{where}: periodic frame with a singular cell (set a cell or pbc=False)")
+    if n > 1:
+        d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+        d = d[np.triu_indices(n, 1)]
+        if d.min() < MIN_DISTANCE:
+            raise DatasetError(f"{where}: atoms {d.min():.3f} A apart (< {MIN_DISTANCE} A): overlapping atoms")
+
+
+def validate_frames(frames: Iterable[ase.Atoms], species: Sequence[str] | None = None, name: str = "data") -> None:
+    for i, atoms in enumerate(frames):
+        validate_frame(atoms, f"{name} frame {i}", species)
+
+
+def load_dataset(path: str | Path, species: Sequence[str] | None = None) -> list[ase.Atoms]:
+    """Read and validate a data set; the frames are returned as read."""
+    frames = read_frames(path)
+    validate_frames(frames, species, name=str(path))
+    return frames
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dipole_from_wannier(positions, valence_charge, wannier_count, wannier_disp):
+    """Cell dipole (e*Angstrom): ions at +Z_val, two electrons at each centre.
+
+    mu = sum_i Z_i r_i - 2 sum_i n_i (r_i + d_i). Works on numpy or torch arrays,
+    with a leading batch axis or without.
+    """
+    z = valence_charge[..., None] * 1.0
+    n = wannier_count[..., None] * 1.0
+    return (z * positions - 2.0 * n * (positions + wannier_disp)).sum(-2)
+
+
+def species_of(frames: Iterable[ase.Atoms]) -> list[str]:
+    """Chemical symbols present, sorted by atomic number (the model's type order)."""
+    numbers = sorted({int(z) for atoms in frames for z in atoms.numbers})
+    return [chemical_symbols[z] for z in numbers]
+
+
+def split_indices(n_frames: int, fractions: Sequence[float], seed: int = 0) -> list[np.ndarray]:
+    """Random disjoint index sets with the given fractions (summing to 1)."""
+    if abs(sum(fractions) - 1.0) > 1e-9:
+        raise DatasetError(f"split fractions {list(fractions)} must sum to 1")
+    order = np.random.default_rng(seed).permutation(n_frames)
+    counts = np.floor(np.asarray(fractions) * n_frames).astype(int)
+    counts[0] += n_frames - counts.sum()
+    return np.split(order, np.cumsum(counts)[:-1])
+
+
+__all__ = [
+    "DIPOLE",
+    "DatasetError",
+    "dipole_from_wannier",
+    "file_sha256",
+    "load_dataset",
+    "read_frames",
+    "species_of",
+    "split_indices",
+    "validate_frames",
+]

@@ -1,0 +1,42 @@
+"""Test errors of a model on labelled frames, in the units users quote.
+
+energy: MAE per atom (meV/atom); forces: MAE and RMSE per component (meV/A);
+Wannier vectors: MAE per component over atoms that own centres (A);
+dipole: MAE per component (e*A).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .dataset import _energy, _forces
+from .fields import WANNIER_COUNT, WANNIER_DISP
+from .potential import ModelPotential
+
+
+def predict_frames(potential: ModelPotential, frames) -> list[dict]:
+    results = []
+    for atoms in frames:
+        cell = atoms.cell.array[None] if atoms.pbc.any() else None
+        r = potential.evaluate(atoms.get_chemical_symbols(), atoms.positions, cell, atoms.pbc)
+        results.append({k: v[0] for k, v in r.items()})
+    return results
+
+
+def test_errors(model, metadata: dict, frames) -> dict:
+    potential = ModelPotential(model, metadata)
+    pred = predict_frames(potential, frames)
+    e_err = [(p["energy"] - _energy(a)) / len(a) for p, a in zip(pred, frames)]
+    f_err = np.concatenate([(p["forces"] - _forces(a)).ravel() for p, a in zip(pred, frames)])
+    w_err = np.concatenate(
+        [(p["wannier_disp"] - a.arrays[WANNIER_DISP])[a.arrays[WANNIER_COUNT] > 0].ravel() for p, a in zip(pred, frames)]
+    )
+    mu_err = np.concatenate([p["dipole"] - a.info["dipole"] for p, a in zip(pred, frames) if "dipole" in a.info] or [np.zeros(0)])
+    return {
+        "n_frames": len(frames),
+        "energy_mae_meV_per_atom": 1e3 * float(np.mean(np.abs(e_err))),
+        "forces_mae_meV_per_A": 1e3 * float(np.mean(np.abs(f_err))),
+        "forces_rmse_meV_per_A": 1e3 * float(np.sqrt(np.mean(f_err**2))),
+        "wannier_mae_A": float(np.mean(np.abs(w_err))) if w_err.size else float("nan"),
+        "dipole_mae_eA": float(np.mean(np.abs(mu_err))) if mu_err.size else float("nan"),
+    }

@@ -1,0 +1,21 @@
+"""Names of the data fields legato adds to nequip's, registered once on import.
+
+Units: ``wannier_disp`` Angstrom (per atom: centroid of the atom's MLWF centres
+minus the atom's position), ``wannier_count`` number of doubly occupied centres
+owned by the atom, ``valence_charge`` pseudopotential valence charge (e),
+``dipole`` e*Angstrom.
+"""
+
+from nequip.data import register_fields
+
+WANNIER_DISP = "wannier_disp"
+WANNIER_COUNT = "wannier_count"
+VALENCE_CHARGE = "valence_charge"
+#: frame dipole in the extxyz info. nequip registers "dipole" as a per-atom
+#: field, so loaders hand it to nequip under exclude_keys.
+DIPOLE = "dipole"
+
+register_fields(
+    node_fields=[WANNIER_DISP, WANNIER_COUNT, VALENCE_CHARGE],
+    long_fields=[WANNIER_COUNT, VALENCE_CHARGE],
+)

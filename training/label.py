@@ -1,0 +1,177 @@
+"""`legato label`: DFT energies, forces and Wannier centres with PySCF, resumably.
+
+Each input frame becomes one labelled extxyz frame (see DESIGN.md): Gamma-point
+periodic Kohn-Sham (GTH pseudopotentials and basis, multigrid numerics), D3(BJ)
+dispersion from ``pyscf-dispersion``, and Berry-phase Wannier centres of the
+occupied (valence) orbitals assigned to the nearest owning atom.
+
+Work is kept per frame under ``<output>.parts/``: ``00012.extxyz`` for a done
+frame (written atomically), ``00012.failed.json`` for one that failed (with the
+reason). A rerun skips both, so a killed job loses nothing and labels nothing
+twice; ``<output>`` is reassembled from the parts after every frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+
+from legato.units import BOHR_IN_ANGSTROM, FORCE_AU_IN_EV_PER_ANGSTROM, HARTREE_IN_EV
+
+from .dataset import dipole_from_wannier
+from .fields import VALENCE_CHARGE, WANNIER_COUNT, WANNIER_DISP
+from .wannier import assign_centres, wannier_centres
+
+
+@dataclass
+class DFTSettings:
+    """Electronic-structure settings, stored as provenance in every frame."""
+
+    xc: str = "pbe"
+    basis: str = "gth-dzvp"
+    pseudo: str = "gth-pbe"
+    dispersion: str | None = "d3bj"  # None to switch off
+    ke_cutoff: float | None = None  # hartree; None = PySCF's default for the basis
+    conv_tol: float = 1e-8  # hartree
+    max_cycle: int = 60
+    wannier_owners: list[str] = field(default_factory=lambda: ["H"])  # species that never own centres
+
+
+class SCFNotConverged(RuntimeError):
+    pass
+
+
+def _cell(atoms: ase.Atoms, s: DFTSettings):
+    from pyscf.pbc import gto
+
+    if not atoms.pbc.all() or abs(atoms.cell.volume) < 1e-6:
+        raise ValueError("legato label needs a periodic frame with a full 3D cell (set atoms.cell and pbc=True)")
+    cell = gto.Cell(
+        atom=[(sym, pos) for sym, pos in zip(atoms.get_chemical_symbols(), atoms.positions)],
+        a=atoms.cell.array,
+        unit="A",
+        basis=s.basis,
+        pseudo=s.pseudo,
+        verbose=0,
+    )
+    if s.ke_cutoff:
+        cell.ke_cutoff = s.ke_cutoff
+    cell.build()
+    return cell
+
+
+def label_frame(atoms: ase.Atoms, s: DFTSettings) -> ase.Atoms:
+    """One labelled copy of ``atoms`` (energy eV, forces eV/A, Wannier data in A)."""
+    import pyscf
+    from pyscf.pbc import dft
+
+    cell = _cell(atoms, s)
+    mf = dft.RKS(cell, xc=s.xc).multigrid_numint()
+    mf.conv_tol = s.conv_tol
+    mf.max_cycle = s.max_cycle
+    energy = mf.kernel()
+    if not mf.converged:
+        raise SCFNotConverged(f"SCF not converged in {s.max_cycle} cycles")
+    gradient = mf.nuc_grad_method().kernel()
+    if s.dispersion:
+        from pyscf.dispersion.dftd3 import DFTD3Dispersion
+
+        d3 = DFTD3Dispersion(cell, s.xc, version=s.dispersion).get_dispersion(grad=True)
+        energy += float(d3["energy"])
+        gradient = gradient + d3["gradient"]
+
+    occupied = mf.mo_coeff[:, mf.mo_occ > 0]
+    centres = wannier_centres(cell, occupied) * BOHR_IN_ANGSTROM
+    owners = np.array([sym not in s.wannier_owners for sym in atoms.get_chemical_symbols()])
+    disp, count = assign_centres(atoms.positions, centres, atoms.cell.array, owners)
+    valence = np.array([int(round(cell.atom_charge(i))) for i in range(len(atoms))])
+    if 2 * count.sum() != valence.sum():
+        raise RuntimeError(f"{count.sum()} Wannier centres for {valence.sum()} valence electrons")
+
+    out = atoms.copy()
+    out.calc = None
+    out.info = {k: v for k, v in atoms.info.items() if k not in ("energy", "dipole")}
+    out.info["energy"] = float(energy) * HARTREE_IN_EV
+    out.arrays["forces"] = -np.asarray(gradient) * FORCE_AU_IN_EV_PER_ANGSTROM
+    out.arrays[WANNIER_DISP] = disp
+    out.arrays[WANNIER_COUNT] = count
+    out.arrays[VALENCE_CHARGE] = valence
+    out.info["dipole"] = dipole_from_wannier(out.positions, valence, count, disp)
+    out.info.update(
+        method=f"{s.xc.upper()}{'-' + s.dispersion.upper() if s.dispersion else ''}",
+        basis=s.basis,
+        pseudo=s.pseudo,
+        code=f"pyscf {pyscf.__version__}",
+        scf_cycles=int(getattr(mf, "cycles", -1)),
+    )
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _frame_text(atoms: ase.Atoms) -> str:
+    import io
+
+    buf = io.StringIO()
+    ase.io.write(buf, atoms, format="extxyz")
+    return buf.getvalue()
+
+
+def label_file(input_path, output_path, settings: DFTSettings | None = None, progress: bool = True, limit: int | None = None) -> dict:
+    """Label every frame of ``input_path`` into ``output_path``; resumable. Returns counts."""
+    from tqdm import tqdm
+
+    settings = settings or DFTSettings()
+    frames = ase.io.read(input_path, index=":")
+    output_path = Path(output_path)
+    parts = output_path.with_name(output_path.name + ".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    _write_atomic(parts / "settings.json", json.dumps(asdict(settings), indent=1))
+
+    def done(i):
+        return (parts / f"{i:05d}.extxyz").exists() or (parts / f"{i:05d}.failed.json").exists()
+
+    todo = [i for i in range(len(frames)) if not done(i)]
+    if limit is not None:
+        todo = todo[:limit]
+    counts = {"total": len(frames), "already_done": len(frames) - len([i for i in range(len(frames)) if not done(i)]), "labelled": 0, "failed": 0}
+    bar = tqdm(todo, desc="label", unit="frame", disable=not progress)
+    for i in bar:
+        start = time.time()
+        atoms = frames[i]
+        atoms.info["source_index"] = i
+        try:
+            labelled = label_frame(atoms, settings)
+        except (SCFNotConverged, RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+            _write_atomic(parts / f"{i:05d}.failed.json", json.dumps({"index": i, "reason": str(exc), "host": platform.node()}))
+            counts["failed"] += 1
+            continue
+        labelled.info["label_seconds"] = round(time.time() - start, 1)
+        _write_atomic(parts / f"{i:05d}.extxyz", _frame_text(labelled))
+        counts["labelled"] += 1
+        bar.set_postfix(s_per_frame=f"{time.time() - start:.0f}")
+        assemble(parts, output_path)
+    assemble(parts, output_path)
+    return counts
+
+
+def assemble(parts: Path, output_path: Path) -> int:
+    """Concatenate the done frames (in input order) into ``output_path`` atomically."""
+    files = sorted(parts.glob("[0-9]*.extxyz"))
+    _write_atomic(output_path, "".join(f.read_text() for f in files))
+    return len(files)

@@ -1,0 +1,120 @@
+"""Batched evaluation of a legato model, and an ASE calculator on top of it.
+
+:class:`ModelPotential` takes B frames of the same atoms and returns energies,
+forces, virials, Wannier vectors and dipoles from ONE model call. The driver,
+the analysis and the ASE calculator all evaluate models through it.
+Units: Angstrom, eV, eV/Angstrom, e*Angstrom.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+from nequip.data import AtomicDataDict
+from nequip.data.transforms import NeighborListTransform
+
+from .dataset import dipole_from_wannier
+from .fields import WANNIER_DISP
+from .modelfile import ModelFileError, load_model
+
+
+class ModelPotential:
+    """Evaluate a model on batches of frames (same species order in each frame)."""
+
+    def __init__(self, model: torch.nn.Module, metadata: dict):
+        self.model = model
+        self.metadata = metadata
+        self.type_names = list(metadata["type_names"])
+        self.r_max = float(metadata["r_max"])
+        self._neighbor_list = NeighborListTransform(r_max=self.r_max)
+        self._type_index = {name: i for i, name in enumerate(self.type_names)}
+
+    @classmethod
+    def from_file(cls, path) -> "ModelPotential":
+        return cls(*load_model(path))
+
+    def atom_types(self, symbols: Sequence[str]) -> np.ndarray:
+        unknown = sorted(set(symbols) - set(self._type_index))
+        if unknown:
+            raise ModelFileError(f"species {unknown} are unknown to the model (it knows {self.type_names})")
+        return np.array([self._type_index[s] for s in symbols], dtype=np.int64)
+
+    def per_atom(self, symbols: Sequence[str], key: str) -> np.ndarray:
+        """Per-species metadata (``valence_charge`` or ``wannier_count``) as a per-atom array."""
+        table = self.metadata[key]
+        return np.array([table[s] for s in symbols], dtype=np.int64)
+
+    def _graph(self, positions, cell, pbc, types) -> AtomicDataDict.Type:
+        data = {
+            AtomicDataDict.POSITIONS_KEY: torch.as_tensor(positions, dtype=torch.float64),
+            AtomicDataDict.ATOM_TYPE_KEY: torch.as_tensor(types),
+            AtomicDataDict.PBC_KEY: torch.as_tensor(np.asarray(pbc, dtype=bool).reshape(1, 3)),
+        }
+        if cell is not None:
+            data[AtomicDataDict.CELL_KEY] = torch.as_tensor(cell, dtype=torch.float64).reshape(1, 3, 3)
+        return self._neighbor_list(data)
+
+    def evaluate(self, symbols: Sequence[str], positions, cells=None, pbc=(True, True, True)) -> dict:
+        """Evaluate B frames: ``positions`` (B, N, 3) Angstrom, ``cells`` (B, 3, 3) or None.
+
+        Returns numpy arrays: ``energy`` (B,) eV, ``forces`` (B, N, 3) eV/A,
+        ``virial`` (B, 3, 3) eV (zeros without a cell), ``wannier_disp`` (B, N, 3) A,
+        ``dipole`` (B, 3) e*A.
+        """
+        positions = np.asarray(positions, dtype=np.float64)
+        if positions.ndim == 2:
+            positions = positions[None]
+        n_frames = positions.shape[0]
+        if not np.all(np.isfinite(positions)):
+            raise ValueError("positions hold NaN or inf")
+        types = self.atom_types(symbols)
+        cell_list = [None] * n_frames if cells is None else list(np.asarray(cells, dtype=np.float64).reshape(n_frames, 3, 3))
+        if cells is None:
+            pbc = (False, False, False)
+        graphs = [self._graph(positions[b], cell_list[b], pbc, types) for b in range(n_frames)]
+        batch = AtomicDataDict.batched_from_list(graphs)
+        out = self.model(batch)
+        n_atoms = positions.shape[1]
+        result = {
+            "energy": out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().double().numpy().reshape(n_frames),
+            "forces": out[AtomicDataDict.FORCE_KEY].detach().double().numpy().reshape(n_frames, n_atoms, 3),
+            "wannier_disp": out[WANNIER_DISP].detach().double().numpy().reshape(n_frames, n_atoms, 3),
+        }
+        virial = out.get(AtomicDataDict.VIRIAL_KEY)
+        result["virial"] = (
+            virial.detach().double().numpy().reshape(n_frames, 3, 3) if virial is not None and cells is not None else np.zeros((n_frames, 3, 3))
+        )
+        result["dipole"] = dipole_from_wannier(
+            positions, self.per_atom(symbols, "valence_charge"), self.per_atom(symbols, "wannier_count"), result["wannier_disp"]
+        )
+        return result
+
+
+class LegatoCalculator(Calculator):
+    """ASE calculator: energy, forces, stress, per-atom ``wannier_disp`` and ``dipole``."""
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "dipole", "wannier_disp"]
+
+    def __init__(self, model_file=None, potential: ModelPotential | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.potential = potential or ModelPotential.from_file(model_file)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        periodic = bool(self.atoms.pbc.any())
+        cell = self.atoms.cell.array[None] if periodic else None
+        r = self.potential.evaluate(self.atoms.get_chemical_symbols(), self.atoms.positions, cell, self.atoms.pbc)
+        self.results = {
+            "energy": r["energy"][0],
+            "free_energy": r["energy"][0],
+            "forces": r["forces"][0],
+            "dipole": r["dipole"][0],
+            "wannier_disp": r["wannier_disp"][0],
+        }
+        if periodic:
+            # virial = -stress * volume (nequip and ASE convention)
+            stress = -r["virial"][0] / self.atoms.get_volume()
+            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]

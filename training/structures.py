@@ -1,0 +1,118 @@
+"""Starting structures: molecular crystals from space groups, liquid boxes, snapshots.
+
+Ammonia phase I (cubic P2_13, No. 198, Z = 4) uses the neutron structure of
+solid ND3 (Hewat & Riekel, Acta Cryst. A35, 569 (1979)): N on 4a (x, x, x),
+D on 12b; the lattice constant is a parameter (5.13 A near melting).
+"""
+
+from __future__ import annotations
+
+import ase
+import numpy as np
+from ase.build import molecule
+from ase.spacegroup import crystal
+
+AMMONIA_PHASE_I = {
+    "spacegroup": 198,
+    "symbols": ["N", "H"],
+    "basis": [(0.2107, 0.2107, 0.2107), (0.3689, 0.2671, 0.1159)],
+}
+AVOGADRO = 6.02214076e23
+
+
+def ammonia_phase_i(a: float = 5.13, repeat=(1, 1, 1)) -> ase.Atoms:
+    """Phase-I ammonia crystal (16 atoms per cell), lattice constant ``a`` in A."""
+    atoms = crystal(
+        AMMONIA_PHASE_I["symbols"],
+        basis=AMMONIA_PHASE_I["basis"],
+        spacegroup=AMMONIA_PHASE_I["spacegroup"],
+        cellpar=[a, a, a, 90, 90, 90],
+    )
+    atoms = order_by_species(atoms.repeat(repeat))
+    atoms.info = {"structure": f"NH3 phase I a={a:.3f}"}
+    return atoms
+
+
+def order_by_species(atoms: ase.Atoms) -> ase.Atoms:
+    """Heavy atoms first, then hydrogens (stable order for i-PI files)."""
+    order = np.argsort(-atoms.numbers, kind="stable")
+    return atoms[order]
+
+
+def molecular_liquid(
+    name: str, n_molecules: int, density_g_cm3: float, seed: int = 0, min_distance: float = 1.7, max_tries: int = 20000
+) -> ase.Atoms:
+    """Randomly oriented molecules (ASE ``molecule(name)``) in a cubic box at a density.
+
+    Molecules are placed so that no two atoms of different molecules are closer
+    than ``min_distance`` A; raises ``RuntimeError`` if the box is too full.
+    """
+    template = molecule(name)
+    mass_g = template.get_masses().sum() / AVOGADRO
+    box = (n_molecules * mass_g / density_g_cm3) ** (1 / 3) * 1e8  # cm -> A
+    rng = np.random.default_rng(seed)
+    placed: list[np.ndarray] = []
+    symbols: list[str] = []
+    cell = np.eye(3) * box
+    tries = 0
+    while len(placed) < n_molecules:
+        tries += 1
+        if tries > max_tries:
+            raise RuntimeError(f"could not place {n_molecules} {name} at {density_g_cm3} g/cm3; lower min_distance or density")
+        rot = _random_rotation(rng)
+        pos = (template.positions - template.get_center_of_mass()) @ rot.T + rng.random(3) * box
+        if placed:
+            others = np.concatenate(placed)
+            delta = pos[:, None, :] - others[None, :, :]
+            delta -= box * np.round(delta / box)
+            if np.linalg.norm(delta, axis=-1).min() < min_distance:
+                continue
+        placed.append(pos)
+        symbols.extend(template.get_chemical_symbols())
+    atoms = ase.Atoms(symbols, positions=np.concatenate(placed), cell=cell, pbc=True)
+    return order_by_species(atoms)
+
+
+def _random_rotation(rng) -> np.ndarray:
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    w, x, y, z = q
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain: float = 0.0) -> list[ase.Atoms]:
+    """``n`` copies with Gaussian displacements (A) and optional isotropic strain."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        new = atoms.copy()
+        if strain:
+            new.set_cell(new.cell * (1 + rng.uniform(-strain, strain)), scale_atoms=True)
+        new.positions += rng.normal(scale=stdev, size=new.positions.shape)
+        frames.append(new)
+    return frames
+
+
+def ammonia_initial_set(n_crystal: int = 80, n_liquid: int = 40, seed: int = 0) -> list[ase.Atoms]:
+    """Thermally displaced phase-I cells (a = 5.00-5.20 A) and 4-molecule liquid boxes.
+
+    Displacements of 0.04-0.12 A cover classical 100-240 K motion and the wider
+    spread of PIMD beads; liquid boxes are at 0.62-0.74 g/cm3.
+    """
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n_crystal):
+        crystal_cell = ammonia_phase_i(a=rng.uniform(5.0, 5.2))
+        frames += rattled(crystal_cell, 1, stdev=rng.choice([0.04, 0.08, 0.12]), seed=seed + k)
+    for k in range(n_liquid):
+        box = molecular_liquid("NH3", 4, density_g_cm3=rng.uniform(0.62, 0.74), seed=seed + 1000 + k)
+        box.info = {"structure": "NH3 liquid, 4 molecules"}
+        frames += rattled(box, 1, stdev=0.04, seed=seed + 2000 + k)
+    order = rng.permutation(len(frames))  # interleave, so any prefix is a mixed set
+    return [frames[i] for i in order]

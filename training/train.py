@@ -1,0 +1,215 @@
+"""`legato train`: SAM (or Adam) training of an Allegro + Wannier model.
+
+Builds nequip's ASE data module, metrics managers and Lightning trainer from a
+small legato YAML config, checkpoints every epoch (``last.ckpt``, ``best.ckpt``),
+resumes from ``last.ckpt`` after a kill, and finally writes the deployable
+model file ``<output_dir>/model.legato.pt`` with its test errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import ase.io
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from . import fields  # noqa: F401  (registers legato's data fields with nequip)
+from .dataset import DatasetError, file_sha256, load_dataset, species_of, split_indices
+from .evaluate import test_errors
+from .modelfile import UNITS, save_model_file
+
+MONITOR = "val0_epoch/weighted_sum"
+SPLITS = ("train", "val", "test")
+
+
+def load_config(path, overrides=()) -> DictConfig:
+    """Read a YAML config and apply ``key=value`` overrides (OmegaConf dotlist)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config (see training/configs/)")
+    cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+    for key in ("data", "model", "loss", "optimizer", "sam", "trainer", "output_dir"):
+        if key not in cfg:
+            raise ValueError(f"{path}: config lacks section '{key}' (compare training/configs/sam.yaml)")
+    return cfg
+
+
+def per_species_table(frames, key: str) -> dict:
+    """The one value of a per-atom integer array for each species (e.g. valence charge)."""
+    table: dict = {}
+    for atoms in frames:
+        for symbol, value in zip(atoms.get_chemical_symbols(), atoms.arrays[key]):
+            if table.setdefault(symbol, int(value)) != int(value):
+                raise DatasetError(f"'{key}' differs between {symbol} atoms; legato needs one value per species")
+    return table
+
+
+def write_splits(frames, cfg: DictConfig, split_dir: Path) -> dict:
+    """Write train/val/test extxyz files once; later runs (resume) reuse them."""
+    paths = {name: split_dir / f"{name}.extxyz" for name in SPLITS}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    fractions = [float(cfg.data.split[name]) for name in SPLITS]
+    split_dir.mkdir(parents=True, exist_ok=True)
+    for name, idx in zip(SPLITS, split_indices(len(frames), fractions, int(cfg.data.get("split_seed", 0)))):
+        if len(idx) == 0:
+            raise DatasetError(f"split '{name}' is empty: {len(frames)} frames are too few for fractions {fractions}")
+        ase.io.write(paths[name], [frames[i] for i in idx], format="extxyz")
+    return paths
+
+
+def _metrics(coeffs: dict, kind: str) -> dict:
+    """nequip MetricsManager config: MSE terms for the loss, MAE/RMSE for monitoring."""
+    per_atom_energy = {"_target_": "nequip.data.PerAtomModifier", "field": "total_energy"}
+    fields_ = {"per_atom_energy": per_atom_energy, "forces": "forces", "wannier_disp": fields.WANNIER_DISP}
+    entries = []
+    for name, field in fields_.items():
+        if kind == "loss":
+            entries.append({"name": f"{name}_mse", "field": field, "coeff": coeffs[name], "metric": {"_target_": "nequip.train.MeanSquaredError"}})
+        else:
+            entries.append({"name": f"{name}_mse", "field": field, "coeff": coeffs[name], "metric": {"_target_": "nequip.train.MeanSquaredError"}})
+            entries.append({"name": f"{name}_mae", "field": field, "metric": {"_target_": "nequip.train.MeanAbsoluteError"}})
+    return {"_target_": "nequip.train.MetricsManager", "metrics": entries}
+
+
+def _datamodule(cfg: DictConfig, paths: dict, type_names: list):
+    from hydra.utils import instantiate
+
+    loader = {"_target_": "torch.utils.data.DataLoader", "batch_size": int(cfg.data.batch_size)}
+    return instantiate(
+        {
+            "_target_": "nequip.data.datamodule.ASEDataModule",
+            "seed": int(cfg.seed),
+            "train_file_path": str(paths["train"]),
+            "val_file_path": str(paths["val"]),
+            "test_file_path": str(paths["test"]),
+            "ase_args": {"format": "extxyz"},
+            "include_keys": [fields.WANNIER_DISP],
+            "exclude_keys": [fields.DIPOLE, fields.WANNIER_COUNT, fields.VALENCE_CHARGE],
+            "transforms": [
+                {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper", "model_type_names": type_names},
+                {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": float(cfg.model.r_max)},
+            ],
+            "train_dataloader": {**loader, "shuffle": True},
+            "val_dataloader": loader,
+            "test_dataloader": loader,
+            "stats_manager": {"_target_": "nequip.data.CommonDataStatisticsManager", "type_names": type_names},
+        },
+        _recursive_=False,
+    )
+
+
+def _model_config(cfg: DictConfig, stats: dict, type_names: list) -> dict:
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    model.setdefault("avg_num_neighbors", float(stats["num_neighbors_mean"]))
+    model.setdefault("per_type_energy_shifts", {t: float(stats["per_atom_energy_mean"]) for t in type_names})
+    model.setdefault("per_type_energy_scales", {t: float(stats["forces_rms"]) for t in type_names})
+    return model
+
+
+def _training_module_config(cfg: DictConfig, model_config: dict, type_names: list) -> dict:
+    coeffs = OmegaConf.to_container(cfg.loss, resolve=True)
+    module = {
+        "_target_": "legato.training.sam.SAMLightningModule",
+        "rho": float(cfg.sam.rho),
+        "model": {"_target_": "legato.training.model.AllegroWannierModel", "seed": int(cfg.seed), "type_names": type_names, **model_config},
+        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+        "loss": _metrics(coeffs, "loss"),
+        "val_metrics": _metrics(coeffs, "val"),
+        "test_metrics": _metrics(coeffs, "val"),
+    }
+    if cfg.get("lr_scheduler") is not None:
+        module["lr_scheduler"] = {
+            "scheduler": {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", **OmegaConf.to_container(cfg.lr_scheduler, resolve=True)},
+            "monitor": MONITOR,
+            "interval": "epoch",
+            "frequency": 1,
+        }
+    return module
+
+
+def _quiet_lightning():
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "nequip"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", category=UserWarning, message=".*does not have many workers.*")
+
+
+def train(cfg: DictConfig, progress: bool = True) -> Path:
+    """Train (or resume) the run described by ``cfg``; returns the model file path."""
+    import lightning
+    import torch
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+    from nequip.utils.global_state import set_global_state
+
+    _quiet_lightning()
+    out = Path(cfg.output_dir)
+    saved_cfg = out / "config.yaml"
+    if saved_cfg.exists():
+        previous = OmegaConf.load(saved_cfg)
+        if OmegaConf.to_container(previous, resolve=True) != OmegaConf.to_container(cfg, resolve=True):
+            print(f"resuming {out} with its saved config.yaml (the given config differs; use a new output_dir to change it)")
+        cfg = previous
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, saved_cfg)
+
+    frames = load_dataset(cfg.data.path)
+    type_names = list(cfg.model.get("type_names") or species_of(frames))
+    cfg_model = OmegaConf.to_container(cfg.model, resolve=True)
+    cfg_model.pop("type_names", None)
+    cfg.model = cfg_model
+    paths = write_splits(frames, cfg, out / "split")
+
+    set_global_state()
+    torch.manual_seed(int(cfg.seed))
+    datamodule = _datamodule(cfg, paths, type_names)
+    stats = datamodule.get_statistics(dataset="train")
+    model_config = _model_config(cfg, stats, type_names)
+    module_cfg = _training_module_config(cfg, model_config, type_names)
+    module = instantiate(module_cfg, _recursive_=False, _convert_="all", num_datasets=datamodule.num_datasets, info_dict={"legato": True})
+
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    trainer = lightning.Trainer(
+        accelerator="cpu",
+        devices=1,
+        inference_mode=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        logger=CSVLogger(out, name="logs"),
+        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, save_top_k=1, save_last=True)],
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=False)
+
+    best = ckpt_dir / "best.ckpt"
+    state = torch.load(best if best.exists() else last, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    model = module.model["sole_model"].eval()
+
+    test_frames = ase.io.read(paths["test"], index=":", format="extxyz")
+    metadata = {
+        "type_names": type_names,
+        "r_max": float(cfg.model["r_max"]),
+        "units": UNITS,
+        "method": "sam" if float(cfg.sam.rho) > 0 else "adam",
+        "rho": float(cfg.sam.rho),
+        "dataset": str(cfg.data.path),
+        "dataset_sha256": file_sha256(cfg.data.path),
+        "valence_charge": per_species_table(frames, fields.VALENCE_CHARGE),
+        "wannier_count": per_species_table(frames, fields.WANNIER_COUNT),
+        "epochs": int(trainer.current_epoch),
+        "n_frames": {name: len(ase.io.read(p, index=":", format="extxyz")) for name, p in paths.items()},
+    }
+    model_config["_target_"] = "legato.training.model.AllegroWannierModel"
+    metadata["test_errors"] = test_errors(model, metadata, test_frames)
+    model_file = save_model_file(out / "model.legato.pt", model, model_config, metadata)
+    (out / "test_errors.json").write_text(json.dumps(metadata["test_errors"], indent=2))
+    return model_file
