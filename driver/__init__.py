@@ -1,0 +1,1 @@
+"""i-PI socket driver: serves a legato model's forces and per-bead dipoles."""

@@ -114,6 +114,73 @@ def info(model: Path = typer.Argument(..., help="a .legato.pt model file")):
         fail(str(exc))
 
 
+def _potential_spec(spec: str, symbols):
+    """'harmonic:k=0.5' or 'morse:D=4,a=2,r0=1,pairs=0-1' -> an analytic potential (eV, A)."""
+    from legato.driver.analytic import HarmonicPotential, MorsePotential
+
+    name, _, args = spec.partition(":")
+    kwargs = dict(kv.split("=") for kv in args.split(",") if kv)
+    charges = [float(q) for q in kwargs.pop("charges").split("/")] if "charges" in kwargs else None
+    if name == "harmonic":
+        return HarmonicPotential(k=float(kwargs["k"]), charges=charges)
+    if name == "morse":
+        pairs = [tuple(int(i) for i in p.split("-")) for p in kwargs.pop("pairs").split("/")]
+        return MorsePotential(pairs, float(kwargs["D"]), float(kwargs["a"]), float(kwargs["r0"]), charges=charges)
+    raise ValueError(f"unknown analytic potential '{name}' (use harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1/0-2)")
+
+
+@app.command()
+def serve(
+    model: Optional[Path] = typer.Argument(None, help="model file (default: the shipped SAM model)"),
+    structure: Path = typer.Option(..., "-s", "--structure", help="the structure i-PI runs (species order)"),
+    unix: Optional[str] = typer.Option(None, "-u", "--unix", help="i-PI unix socket NAME (/tmp/ipi_NAME)"),
+    inet: Optional[str] = typer.Option(None, "-i", "--inet", help="i-PI inet socket HOST:PORT"),
+    periodic: bool = typer.Option(True, help="use i-PI's cell (off for molecules in vacuum)"),
+    potential: Optional[str] = typer.Option(None, help="serve an analytic potential instead: harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1"),
+    reconnect: float = typer.Option(120.0, help="after i-PI disconnects, wait this long (s) for it to come back"),
+    connect_wait: float = typer.Option(60.0, help="wait this long (s) for i-PI to open its socket"),
+):
+    """Serve a model's forces and per-bead dipoles to i-PI (batched when i-PI batches)."""
+    import logging
+
+    from legato.driver.checks import InputError
+    from legato.driver.client import serve as serve_ipi
+    from legato.driver.pes import LegatoDriver
+    from legato.training.modelfile import ModelFileError
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    if (unix is None) == (inet is None):
+        fail("give exactly one of --unix NAME or --inet HOST:PORT")
+    try:
+        if potential:
+            import ase.io
+
+            symbols = ase.io.read(structure).get_chemical_symbols()
+            driver = LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
+        else:
+            driver = LegatoDriver(model=str(model or default_model()), structure=str(structure), periodic=periodic)
+        if unix is not None:
+            outcome = serve_ipi(driver, unix, unix=True, reconnect_wait=reconnect, connect_wait=connect_wait)
+        else:
+            host, _, port = inet.rpartition(":")
+            if not port.isdigit():
+                fail(f"--inet needs HOST:PORT, got '{inet}'")
+            outcome = serve_ipi(driver, host or "localhost", int(port), unix=False, reconnect_wait=reconnect, connect_wait=connect_wait)
+    except (InputError, ModelFileError, TimeoutError, ValueError, FloatingPointError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"served {driver.frames} structures in {driver.calls} model calls; i-PI {'finished' if outcome == 'exit' else 'disconnected'}")
+    if outcome != "exit":
+        raise typer.Exit(3)
+
+
+def default_model() -> Path:
+    """The shipped SAM model (models/sam.legato.pt in the source tree)."""
+    path = Path(__file__).resolve().parent.parent / "models" / "sam.legato.pt"
+    if not path.exists():
+        fail(f"{path}: the shipped model is missing; pass a model file")
+    return path
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -35,7 +35,7 @@ def versions() -> dict:
 
     import legato
 
-    return {"legato": legato.__version__, "nequip": nequip.__version__, "allegro": allegro.__version__, "torch": torch.__version__}
+    return {"legato": legato.__version__, "nequip": nequip.__version__, "allegro": allegro.__version__, "torch": str(torch.__version__)}
 
 
 def save_model_file(path, model: torch.nn.Module, model_config: dict, metadata: dict) -> Path:

@@ -24,6 +24,7 @@ from .modelfile import UNITS, save_model_file
 
 MONITOR = "val0_epoch/weighted_sum"
 SPLITS = ("train", "val", "test")
+EXTENDABLE = ("max_epochs", "max_steps")
 
 
 def load_config(path, overrides=()) -> DictConfig:
@@ -139,41 +140,58 @@ def _quiet_lightning():
     warnings.filterwarnings("ignore", category=UserWarning, message=".*does not have many workers.*")
 
 
-def train(cfg: DictConfig, progress: bool = True) -> Path:
-    """Train (or resume) the run described by ``cfg``; returns the model file path."""
-    import lightning
-    import torch
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-    from nequip.utils.global_state import set_global_state
-
-    _quiet_lightning()
+def _resolve_run_config(cfg: DictConfig) -> DictConfig:
+    """A run's saved config.yaml wins over a new one, so a resume is the same run."""
     out = Path(cfg.output_dir)
     saved_cfg = out / "config.yaml"
     if saved_cfg.exists():
         previous = OmegaConf.load(saved_cfg)
+        for key in EXTENDABLE:  # a resumed run may be given more epochs or steps
+            if key in cfg.trainer:
+                previous.trainer[key] = cfg.trainer[key]
         if OmegaConf.to_container(previous, resolve=True) != OmegaConf.to_container(cfg, resolve=True):
             print(f"resuming {out} with its saved config.yaml (the given config differs; use a new output_dir to change it)")
         cfg = previous
     out.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, saved_cfg)
+    return cfg
 
+
+def prepare(cfg: DictConfig):
+    """Data splits, nequip data module and the SAM training module of a run.
+
+    Returns ``(cfg, datamodule, module, paths, model_config, frames, type_names)``.
+    """
+    import torch
+    from hydra.utils import instantiate
+    from nequip.utils.global_state import set_global_state
+
+    cfg = _resolve_run_config(cfg)
     frames = load_dataset(cfg.data.path)
     type_names = list(cfg.model.get("type_names") or species_of(frames))
-    cfg_model = OmegaConf.to_container(cfg.model, resolve=True)
-    cfg_model.pop("type_names", None)
-    cfg.model = cfg_model
-    paths = write_splits(frames, cfg, out / "split")
+    paths = write_splits(frames, cfg, Path(cfg.output_dir) / "split")
 
     set_global_state()
     torch.manual_seed(int(cfg.seed))
     datamodule = _datamodule(cfg, paths, type_names)
     stats = datamodule.get_statistics(dataset="train")
     model_config = _model_config(cfg, stats, type_names)
+    model_config.pop("type_names", None)
     module_cfg = _training_module_config(cfg, model_config, type_names)
     module = instantiate(module_cfg, _recursive_=False, _convert_="all", num_datasets=datamodule.num_datasets, info_dict={"legato": True})
+    return cfg, datamodule, module, paths, model_config, frames, type_names
 
+
+def train(cfg: DictConfig, progress: bool = True) -> Path:
+    """Train (or resume) the run described by ``cfg``; returns the model file path."""
+    import lightning
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    _quiet_lightning()
+    cfg, datamodule, module, paths, model_config, frames, type_names = prepare(cfg)
+    out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     trainer = lightning.Trainer(

@@ -1,0 +1,68 @@
+"""Analytic potentials with the same ``evaluate`` interface as a model.
+
+For tests and teaching: they let the driver, i-PI and the analysis be checked
+against exact results. Units: Angstrom, eV, e*Angstrom.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class HarmonicPotential:
+    """Independent 3D harmonic wells: E = sum_i k/2 |r_i - c_i|^2 (k in eV/A^2).
+
+    The dipole is that of fixed point charges ``charges`` (e) at the atoms.
+    """
+
+    def __init__(self, k: float, centres=None, charges=None):
+        self.k = float(k)
+        self.centres = None if centres is None else np.asarray(centres, float)
+        self.charges = None if charges is None else np.asarray(charges, float)
+
+    def evaluate(self, symbols, positions, cells=None, pbc=None) -> dict:
+        positions = np.asarray(positions, float).reshape(-1, len(symbols), 3)
+        centres = np.zeros_like(positions[0]) if self.centres is None else self.centres
+        delta = positions - centres
+        charges = np.zeros(len(symbols)) if self.charges is None else self.charges
+        n = positions.shape[0]
+        return {
+            "energy": 0.5 * self.k * (delta**2).sum(axis=(1, 2)),
+            "forces": -self.k * delta,
+            "virial": np.zeros((n, 3, 3)),
+            "wannier_disp": np.zeros_like(positions),
+            "dipole": np.einsum("i,bij->bj", charges, positions),
+        }
+
+
+class MorsePotential:
+    """Morse bonds between listed atom pairs: E = D (1 - exp(-a (r - r0)))^2.
+
+    ``D`` eV, ``a`` 1/A, ``r0`` A. Dipole from fixed point charges (e).
+    """
+
+    def __init__(self, pairs, D: float, a: float, r0: float, charges=None):
+        self.pairs = np.asarray(pairs, int).reshape(-1, 2)
+        self.D, self.a, self.r0 = float(D), float(a), float(r0)
+        self.charges = None if charges is None else np.asarray(charges, float)
+
+    def evaluate(self, symbols, positions, cells=None, pbc=None) -> dict:
+        positions = np.asarray(positions, float).reshape(-1, len(symbols), 3)
+        i, j = self.pairs.T
+        vec = positions[:, j] - positions[:, i]
+        r = np.linalg.norm(vec, axis=-1)
+        x = np.exp(-self.a * (r - self.r0))
+        energy = (self.D * (1 - x) ** 2).sum(axis=1)
+        dE_dr = 2 * self.D * self.a * x * (1 - x)
+        pair_force = (dE_dr / r)[..., None] * vec  # force on i
+        forces = np.zeros_like(positions)
+        np.add.at(forces, (slice(None), i), pair_force)
+        np.add.at(forces, (slice(None), j), -pair_force)
+        charges = np.zeros(len(symbols)) if self.charges is None else self.charges
+        return {
+            "energy": energy,
+            "forces": forces,
+            "virial": np.zeros((positions.shape[0], 3, 3)),
+            "wannier_disp": np.zeros_like(positions),
+            "dipole": np.einsum("i,bij->bj", charges, positions),
+        }

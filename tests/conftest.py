@@ -1,0 +1,83 @@
+"""Shared fixtures: tiny models and a synthetic labelled ammonia data set.
+
+The synthetic labels come from an analytic reference (harmonic N-H bonds plus a
+Wannier centroid shifted along the sum of N->H bond vectors), so training tests
+need no DFT and know what is learnable.
+"""
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from legato.training.model import build_model
+from legato.training.modelfile import UNITS
+from legato.training.structures import ammonia_phase_i, rattled
+
+TINY_MODEL = {
+    "model_dtype": "float64",
+    "r_max": 3.5,
+    "l_max": 1,
+    "num_layers": 1,
+    "num_scalar_features": 16,
+    "num_tensor_features": 4,
+    "radial_chemical_embed": {"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 6},
+    "radial_chemical_embed_dim": 16,
+    "allegro_mlp_hidden_layers_width": 16,
+    "readout_mlp_hidden_layers_width": 8,
+    "wannier_mlp_hidden_layers_width": 8,
+    "avg_num_neighbors": 10.0,
+    "per_type_energy_shifts": {"H": 0.0, "N": 0.0},
+    "per_type_energy_scales": {"H": 1.0, "N": 1.0},
+}
+TINY_METADATA = {
+    "type_names": ["H", "N"],
+    "r_max": 3.5,
+    "units": UNITS,
+    "method": "adam",
+    "rho": 0.0,
+    "valence_charge": {"H": 1, "N": 5},
+    "wannier_count": {"H": 0, "N": 4},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(TINY_MODEL, ["H", "N"], seed=0)
+
+
+def analytic_labels(atoms, k=30.0, r0=1.01, shift=0.1):
+    """Harmonic N-H bonds (eV, A) and a Wannier centroid 0.1 A along the N->H bond sum."""
+    n_idx = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "N"]
+    h_idx = [i for i, s in enumerate(atoms.get_chemical_symbols()) if s == "H"]
+    energy, forces = 0.0, np.zeros((len(atoms), 3))
+    disp = np.zeros((len(atoms), 3))
+    for n in n_idx:
+        vecs = atoms.get_distances(n, h_idx, mic=True, vector=True)
+        bonded = np.argsort(np.linalg.norm(vecs, axis=1))[:3]
+        total = np.zeros(3)
+        for b in bonded:
+            v = vecs[b]
+            r = np.linalg.norm(v)
+            energy += 0.5 * k * (r - r0) ** 2
+            f = -k * (r - r0) * v / r  # force on H
+            forces[h_idx[b]] += f
+            forces[n] -= f
+            total += v
+        disp[n] = shift * total / np.linalg.norm(total)
+    out = atoms.copy()
+    out.info = {"energy": energy, "method": "analytic"}
+    out.arrays["forces"] = forces
+    out.arrays["wannier_disp"] = disp
+    out.arrays["wannier_count"] = np.array([4 if s == "N" else 0 for s in atoms.get_chemical_symbols()])
+    out.arrays["valence_charge"] = np.array([5 if s == "N" else 1 for s in atoms.get_chemical_symbols()])
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    frames = [analytic_labels(a) for a in rattled(ammonia_phase_i(), 40, stdev=0.06, seed=1)]
+    path = tmp_path_factory.mktemp("data") / "synthetic.extxyz"
+    ase.io.write(path, frames, format="extxyz")
+    return path

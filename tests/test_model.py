@@ -1,0 +1,97 @@
+"""Physics of the Allegro + Wannier model: forces, symmetry, dipoles."""
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from legato.training.potential import ModelPotential
+from legato.training.structures import ammonia_phase_i, rattled
+
+from conftest import TINY_METADATA
+
+
+@pytest.fixture(scope="module")
+def potential(tiny_model):
+    return ModelPotential(tiny_model, TINY_METADATA)
+
+
+@pytest.fixture(scope="module")
+def crystal():
+    return rattled(ammonia_phase_i(), 1, stdev=0.05, seed=3)[0]
+
+
+def evaluate(potential, atoms, positions=None, cell=None):
+    positions = atoms.positions if positions is None else positions
+    cell = atoms.cell.array if cell is None else cell
+    r = potential.evaluate(atoms.get_chemical_symbols(), positions, cell[None], (True, True, True))
+    return {k: v[0] for k, v in r.items()}
+
+
+def test_forces_are_minus_energy_gradient(potential, crystal):
+    base = evaluate(potential, crystal)
+    h = 1e-4
+    rng = np.random.default_rng(0)
+    for atom, axis in zip(rng.choice(len(crystal), 6, replace=False), rng.integers(0, 3, 6)):
+        plus, minus = crystal.positions.copy(), crystal.positions.copy()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        numeric = -(evaluate(potential, crystal, plus)["energy"] - evaluate(potential, crystal, minus)["energy"]) / (2 * h)
+        assert base["forces"][atom, axis] == pytest.approx(numeric, abs=1e-6, rel=1e-5)
+
+
+def test_forces_and_wannier_rotate_with_the_structure(potential, crystal):
+    rot = Rotation.from_euler("zyx", [0.3, -1.1, 2.0]).as_matrix()
+    base = evaluate(potential, crystal)
+    turned = evaluate(potential, crystal, crystal.positions @ rot.T, crystal.cell.array @ rot.T)
+    assert turned["energy"] == pytest.approx(base["energy"], abs=1e-9)
+    np.testing.assert_allclose(turned["forces"], base["forces"] @ rot.T, atol=1e-9)
+    np.testing.assert_allclose(turned["wannier_disp"], base["wannier_disp"] @ rot.T, atol=1e-9)
+    assert np.abs(base["wannier_disp"]).max() > 1e-4  # the check is not trivially 0 == 0
+
+
+def test_translation_invariance(potential, crystal):
+    base = evaluate(potential, crystal)
+    moved = evaluate(potential, crystal, crystal.positions + np.array([0.37, -1.2, 2.9]))
+    assert moved["energy"] == pytest.approx(base["energy"], abs=1e-9)
+    np.testing.assert_allclose(moved["forces"], base["forces"], atol=1e-9)
+    np.testing.assert_allclose(moved["wannier_disp"], base["wannier_disp"], atol=1e-9)
+
+
+def test_permutation_equivariance(potential, crystal):
+    symbols = np.array(crystal.get_chemical_symbols())
+    perm = np.random.default_rng(1).permutation(len(crystal))
+    base = evaluate(potential, crystal)
+    r = potential.evaluate(list(symbols[perm]), crystal.positions[perm][None], crystal.cell.array[None])
+    assert r["energy"][0] == pytest.approx(base["energy"], abs=1e-9)
+    np.testing.assert_allclose(r["forces"][0], base["forces"][perm], atol=1e-9)
+    np.testing.assert_allclose(r["wannier_disp"][0], base["wannier_disp"][perm], atol=1e-9)
+
+
+def test_dipole_of_a_rotated_molecule_rotates(potential):
+    from ase.build import molecule
+
+    nh3 = molecule("NH3")
+    rot = Rotation.from_euler("xyz", [1.0, 0.4, -0.7]).as_matrix()
+    mu = potential.evaluate(nh3.get_chemical_symbols(), nh3.positions)["dipole"][0]
+    mu_rot = potential.evaluate(nh3.get_chemical_symbols(), nh3.positions @ rot.T)["dipole"][0]
+    np.testing.assert_allclose(mu_rot, rot @ mu, atol=1e-9)
+    assert np.linalg.norm(mu) > 1e-3
+
+
+def test_batched_call_equals_single_calls(potential, crystal):
+    frames = rattled(crystal, 3, stdev=0.03, seed=5)
+    positions = np.stack([f.positions for f in frames])
+    cells = np.stack([f.cell.array for f in frames])
+    batched = potential.evaluate(crystal.get_chemical_symbols(), positions, cells)
+    for b, f in enumerate(frames):
+        single = evaluate(potential, f)
+        assert batched["energy"][b] == pytest.approx(single["energy"], abs=1e-9)
+        np.testing.assert_allclose(batched["forces"][b], single["forces"], atol=1e-9)
+        np.testing.assert_allclose(batched["dipole"][b], single["dipole"], atol=1e-9)
+
+
+def test_unknown_species_is_refused(potential):
+    from legato.training.modelfile import ModelFileError
+
+    with pytest.raises(ModelFileError, match="unknown to the model"):
+        potential.evaluate(["O", "H", "H"], np.eye(3))

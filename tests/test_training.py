@@ -1,0 +1,110 @@
+"""`legato train`: learning, checkpoints, resume after kill -9, model files."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from legato.training.modelfile import ModelFileError, load_model, read_model_file
+from legato.training.train import train
+
+from conftest import TINY_MODEL
+
+
+def config(data, out, epochs, rho=0.05):
+    model = {k: v for k, v in TINY_MODEL.items() if k not in ("avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales")}
+    model["model_dtype"] = "float32"
+    return OmegaConf.create(
+        {
+            "output_dir": str(out),
+            "seed": 0,
+            "data": {"path": str(data), "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "batch_size": 4},
+            "model": model,
+            "loss": {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0},
+            "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01},
+            "lr_scheduler": None,
+            "sam": {"rho": rho},
+            "trainer": {"max_epochs": epochs},
+        }
+    )
+
+
+def val_losses(out):
+    rows = []
+    for version in sorted((out / "logs").glob("version_*")):
+        with open(version / "metrics.csv") as f:
+            rows += [r for r in csv.DictReader(f) if r.get("val0_epoch/weighted_sum")]
+    return [(int(r["epoch"]), float(r["val0_epoch/weighted_sum"])) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    return out, train(config(synthetic_dataset, out, epochs=8), progress=False)
+
+
+def test_training_lowers_validation_loss(trained):
+    out, _ = trained
+    losses = val_losses(out)
+    assert [e for e, _ in losses] == list(range(8))
+    assert losses[-1][1] < 0.5 * losses[0][1]
+
+
+def test_model_file_has_metadata_and_loads(trained):
+    _, model_file = trained
+    model, meta = load_model(model_file)
+    assert meta["method"] == "sam" and meta["rho"] == 0.05
+    assert meta["type_names"] == ["H", "N"]
+    assert meta["valence_charge"] == {"H": 1, "N": 5} and meta["wannier_count"] == {"H": 0, "N": 4}
+    assert len(meta["dataset_sha256"]) == 64
+    assert meta["test_errors"]["forces_mae_meV_per_A"] > 0
+
+
+def test_corrupt_and_foreign_model_files_are_refused(trained, tmp_path):
+    _, model_file = trained
+    truncated = tmp_path / "truncated.legato.pt"
+    truncated.write_bytes(model_file.read_bytes()[:5000])
+    with pytest.raises(ModelFileError, match="corrupt"):
+        read_model_file(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(ModelFileError, match="not a legato model"):
+        read_model_file(foreign)
+    with pytest.raises(ModelFileError, match="species"):
+        load_model(model_file, expect_type_names=["O", "H"])
+    with pytest.raises(ModelFileError, match="no such model"):
+        read_model_file(tmp_path / "missing.legato.pt")
+
+
+def test_resume_after_kill_continues_the_same_run(synthetic_dataset, tmp_path):
+    out = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.yaml"
+    OmegaConf.save(config(synthetic_dataset, out, epochs=6), cfg_file)
+    cmd = [sys.executable, "-m", "legato.cli", "train", str(cfg_file), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and torch.load(last, weights_only=False)["epoch"] >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(last, weights_only=False)["epoch"]
+    assert 2 <= killed_at < 5
+
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    final = torch.load(last, weights_only=False)
+    assert final["epoch"] == 5  # index of the last epoch, as Lightning stores it
+    steps_per_epoch = 8  # 32 training frames, batch 4
+    assert final["global_step"] == 6 * steps_per_epoch
+    epochs = [e for e, _ in val_losses(out)]
+    assert sorted(set(epochs)) == list(range(6))
+    assert (out / "model.legato.pt").exists()
