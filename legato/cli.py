@@ -173,6 +173,58 @@ def serve(
         raise typer.Exit(3)
 
 
+TEMPLATES = Path(__file__).resolve().parent.parent / "ipi_inputs"
+
+
+@app.command()
+def run(
+    template: Path = typer.Argument(..., help="i-PI XML (a file in ipi_inputs/ or your own)"),
+    output: Path = typer.Option(..., "-o", "--output", help="run directory (run again to resume)"),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help="model file (default: the shipped SAM model)"),
+    potential: Optional[str] = typer.Option(None, help="analytic potential instead of a model: harmonic:k=K | morse:..."),
+    beads: Optional[int] = typer.Option(None, help="number of beads (1 = classical)"),
+    temperature: Optional[float] = typer.Option(None, help="K"),
+    steps: Optional[int] = typer.Option(None, help="total MD steps"),
+    timestep: Optional[float] = typer.Option(None, help="fs"),
+    stride: Optional[int] = typer.Option(None, help="trajectory output stride (steps)"),
+    seed: Optional[int] = typer.Option(None),
+    periodic: bool = typer.Option(True, help="use the cell (off for molecules in vacuum)"),
+    drivers: int = typer.Option(1, help="driver processes (>1: extra `legato serve` processes on an inet socket)"),
+    progress: bool = typer.Option(True),
+):
+    """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART."""
+    from legato.driver.checks import InputError
+    from legato.driver.pes import LegatoDriver
+    from legato.driver.run import RunSettings, run_simulation
+    from legato.training.modelfile import ModelFileError
+
+    if not template.exists() and (TEMPLATES / template).exists():
+        template = TEMPLATES / template
+    if not template.exists():
+        fail(f"{template}: no such i-PI input (templates are in {TEMPLATES})")
+    model_path = str(model or default_model()) if potential is None else None
+
+    def factory(structure):
+        if potential:
+            import ase.io
+
+            symbols = ase.io.read(structure).get_chemical_symbols()
+            return LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
+        return LegatoDriver(model=model_path, structure=str(structure), periodic=periodic)
+
+    extra = [sys.executable, "-m", "legato.cli", "serve", model_path or "", "--reconnect", "0"]
+    if potential:
+        extra = [sys.executable, "-m", "legato.cli", "serve", "--potential", potential, "--reconnect", "0"]
+    if not periodic:
+        extra.append("--no-periodic")
+    settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride)
+    try:
+        run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress)
+    except (InputError, ModelFileError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+        fail(str(exc))
+    typer.echo(f"done: outputs in {run_dir}")
+
+
 def default_model() -> Path:
     """The shipped SAM model (models/sam.legato.pt in the source tree)."""
     path = Path(__file__).resolve().parent.parent / "models" / "sam.legato.pt"

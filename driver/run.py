@@ -1,0 +1,254 @@
+"""`legato run`: i-PI and the driver(s) together, with progress and resume.
+
+The run directory holds i-PI's input (``input.xml``, written from a template
+with the requested parameters), the structure, all outputs and i-PI's
+``RESTART``. Running again in the same directory resumes from ``RESTART``.
+i-PI and any extra driver processes die with this process (PR_SET_PDEATHSIG),
+so a killed run leaves no orphans; the socket name is derived from the run
+directory, so parallel runs do not collide.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():  # runs in the child between fork and exec
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class RunSettings:
+    """What `legato run` may change in a template (None = keep the template's)."""
+
+    nbeads: int | None = None
+    temperature: float | None = None  # K
+    total_steps: int | None = None
+    timestep: float | None = None  # fs
+    seed: int | None = None
+    stride: int | None = None  # trajectory stride (steps)
+
+
+def socket_name(run_dir: Path) -> str:
+    return "legato-" + hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:10]
+
+
+def _set_text(element, text) -> None:
+    element.text = f" {text} "
+
+
+def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port: int | None = None) -> tuple[Path, Path]:
+    """Write ``run_dir/input.xml`` from ``template``; returns (input, structure)."""
+    tree = ET.parse(template)
+    root = tree.getroot()
+    init = root.find("system/initialize")
+    file_el = init.find("file")
+    structure_src = (template.parent / file_el.text.strip()).resolve()
+    if not structure_src.exists():
+        raise FileNotFoundError(f"{structure_src}: the template's initial structure is missing")
+    structure = run_dir / structure_src.name
+    shutil.copy(structure_src, structure)
+    _set_text(file_el, structure.name)
+
+    ff = root.find("ffsocket")
+    if inet_port is None:
+        ff.set("mode", "unix")
+        _set_text(ff.find("address"), socket_name(run_dir))
+        port = ff.find("port")
+        if port is not None:
+            ff.remove(port)
+    else:
+        ff.set("mode", "inet")
+        _set_text(ff.find("address"), "localhost")
+        port = ff.find("port")
+        if port is None:
+            port = ET.SubElement(ff, "port")
+        _set_text(port, inet_port)
+    if settings.nbeads is not None:
+        init.set("nbeads", str(settings.nbeads))
+    nbeads = int(init.get("nbeads", "1"))
+    batch = ff.find("batch_size")
+    if batch is not None:
+        _set_text(batch, max(nbeads, 1))
+    if settings.temperature is not None:
+        _set_text(root.find("system/ensemble/temperature"), settings.temperature)
+        vel = init.find("velocities")
+        if vel is not None:
+            _set_text(vel, settings.temperature)
+    if settings.total_steps is not None:
+        _set_text(root.find("total_steps"), settings.total_steps)
+    if settings.timestep is not None:
+        _set_text(root.find("system/motion/dynamics/timestep"), settings.timestep)
+    if settings.seed is not None:
+        _set_text(root.find("prng/seed"), settings.seed)
+    if settings.stride is not None:
+        for traj in root.findall("output/trajectory"):
+            traj.set("stride", str(settings.stride))
+    path = run_dir / "input.xml"
+    tree.write(path)
+    return path, structure
+
+
+def total_steps(input_xml: Path) -> int:
+    return int(ET.parse(input_xml).getroot().find("total_steps").text)
+
+
+def last_properties(out_file: Path) -> dict | None:
+    """The last row of i-PI's properties file as {column name: value}."""
+    if not out_file.exists():
+        return None
+    names, last = [], None
+    with open(out_file) as f:
+        for line in f:
+            if line.startswith("#"):
+                if "-->" in line:
+                    names.append(line.split("-->")[1].split(":")[0].strip())
+            elif line.strip():
+                last = line
+    if last is None:
+        return None
+    values = [float(x) for x in last.split()]
+    return dict(zip(names, values))
+
+
+class _Progress(threading.Thread):
+    """Polls i-PI's properties file and updates a tqdm bar (steps, ps, K, conserved)."""
+
+    def __init__(self, out_file: Path, steps: int, enabled: bool):
+        super().__init__(daemon=True)
+        from tqdm import tqdm
+
+        self.out_file = out_file
+        self.bar = tqdm(total=steps, desc="i-PI", unit="step", disable=not enabled, file=sys.stderr)
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.wait(1.0):
+            self.update()
+
+    def update(self):
+        row = last_properties(self.out_file)
+        if row is None:
+            return
+        step = int(row.get("step", 0))
+        self.bar.n = step
+        post = {}
+        for key, label, fmt in (("time", "ps", ".3f"), ("temperature", "T/K", ".0f"), ("conserved", "E_cons/eV", ".4f")):
+            if key in row:
+                post[label] = format(row[key], fmt)
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        self.stop.set()
+        self.update()
+        self.bar.close()
+
+
+def run_simulation(
+    template: Path,
+    run_dir: Path,
+    driver_factory,
+    settings: RunSettings | None = None,
+    n_drivers: int = 1,
+    extra_driver_cmd: list[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run (or resume) i-PI in ``run_dir`` with the in-process driver from ``driver_factory(structure)``.
+
+    ``n_drivers > 1`` adds ``extra_driver_cmd`` processes (``legato serve ...``) on
+    an inet socket. Returns the run directory. Raises RuntimeError if i-PI fails.
+    """
+    from legato.driver.client import serve
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    restart = run_dir / "RESTART"
+    inet_port = _free_port() if n_drivers > 1 else None
+    if restart.exists():
+        input_xml = run_dir / "input.xml"
+        structure = run_dir / ET.parse(input_xml).getroot().find("system/initialize/file").text.strip()
+        if inet_port is not None or ET.parse(restart).getroot().find("ffsocket").get("mode") == "inet":
+            inet_port = _rewrite_restart_port(restart, inet_port or _free_port())
+        ipi_args, steps = [restart.name], total_steps(restart)
+    else:
+        input_xml, structure = write_input(Path(template), run_dir, settings or RunSettings(), inet_port)
+        ipi_args, steps = [input_xml.name], total_steps(input_xml)
+    sock_path = Path("/tmp/ipi_" + socket_name(run_dir))
+    if inet_port is None and sock_path.exists():
+        sock_path.unlink()  # stale socket of a killed run
+
+    driver = driver_factory(structure)
+    ipi_log = open(run_dir / "ipi.log", "a")
+    ipi = subprocess.Popen(
+        [_ipi_executable(), *ipi_args], cwd=run_dir, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+    )
+    helpers = []
+    if n_drivers > 1:
+        for _ in range(n_drivers - 1):
+            cmd = [*extra_driver_cmd, "-s", str(structure), "--inet", f"localhost:{inet_port}"]
+            helpers.append(subprocess.Popen(cmd, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent))
+    bar = _Progress(run_dir / "simulation.out", steps, progress)
+    bar.start()
+    try:
+        if inet_port is None:
+            outcome = serve(driver, socket_name(run_dir), unix=True, connect_wait=60)
+        else:
+            outcome = serve(driver, "localhost", inet_port, unix=False, connect_wait=60)
+        code = ipi.wait(timeout=120)
+    finally:
+        bar.close()
+        for proc in [ipi, *helpers]:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        ipi_log.close()
+    if outcome != "exit" or code != 0:
+        raise RuntimeError(f"i-PI stopped before the end (exit code {code}); see {run_dir / 'ipi.log'}; run again to resume")
+    return run_dir
+
+
+def _ipi_executable() -> str:
+    """i-PI's launcher next to this Python (a venv need not be activated)."""
+    beside = Path(sys.executable).parent / "i-pi"
+    return str(beside) if beside.exists() else (shutil.which("i-pi") or "i-pi")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _rewrite_restart_port(restart: Path, port: int) -> int:
+    tree = ET.parse(restart)
+    ff = tree.getroot().find("ffsocket")
+    _set_text(ff.find("port"), port)
+    tree.write(restart)
+    return port
+
+
+def steps_in(out_file: Path) -> np.ndarray:
+    """The step column of i-PI's properties file (for completeness checks)."""
+    rows = [line.split()[0] for line in open(out_file) if line.strip() and not line.startswith("#")]
+    return np.array([int(float(r)) for r in rows])
