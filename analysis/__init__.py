@@ -1,0 +1,1 @@
+"""Spectra from i-PI trajectories: IR, INS, and the NQE comparison."""

@@ -102,8 +102,16 @@ def run_session(sock: socket.socket, driver) -> str:
                     nat = _recv_int(sock)
                     cells = _recv_array(sock, (batch_n, 2, 3, 3))[:, 0]
                     positions = _recv_array(sock, (batch_n, nat, 3))
+                # i-PI 3.3.1 sends GETFORCE right behind the positions. Taking it off
+                # the socket before the model runs means a driver killed mid-step
+                # closes with an empty receive buffer (FIN, not RST): i-PI's batched
+                # receiver treats only a clean close as a disconnection and re-queues.
+                getforce_waiting = _take_pending(sock, GETFORCE)
                 results = driver.evaluate(cells, positions)
                 have_data = True
+                if getforce_waiting:
+                    _send_results(sock, results, nat, batched=batch_n > 1)
+                    have_data = False
             elif header == GETFORCE:
                 _send_results(sock, results, nat, batched=batch_n > 1)
                 have_data = False
@@ -115,6 +123,18 @@ def run_session(sock: socket.socket, driver) -> str:
         return "disconnected"
     finally:
         sock.close()
+
+
+def _take_pending(sock: socket.socket, header: bytes) -> bool:
+    """Consume ``header`` if it is already waiting on the socket (never blocks)."""
+    try:
+        peeked = sock.recv(HDRLEN, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    if peeked == header:
+        _recv_exact(sock, HDRLEN)
+        return True
+    return False
 
 
 def _send_results(sock, results, nat: int, batched: bool) -> None:

@@ -117,7 +117,7 @@ def last_properties(out_file: Path) -> dict | None:
         for line in f:
             if line.startswith("#"):
                 if "-->" in line:
-                    names.append(line.split("-->")[1].split(":")[0].strip())
+                    names.append(line.split("-->")[1].split(":")[0].split("{")[0].strip())
             elif line.strip():
                 last = line
     if last is None:

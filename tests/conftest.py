@@ -81,3 +81,36 @@ def synthetic_dataset(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "synthetic.extxyz"
     ase.io.write(path, frames, format="extxyz")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tiny_model, tmp_path_factory):
+    """The tiny (untrained, float64) model as a model file."""
+    from legato.training.modelfile import save_model_file
+
+    path = tmp_path_factory.mktemp("model") / "tiny.legato.pt"
+    return save_model_file(path, tiny_model, dict(TINY_MODEL, _target_="legato.training.model.AllegroWannierModel"), dict(TINY_METADATA))
+
+
+@pytest.fixture(scope="session")
+def trained_model_file(synthetic_dataset, tmp_path_factory):
+    """A tiny float64 model trained for a few epochs on the synthetic data (smooth, stable)."""
+    from omegaconf import OmegaConf
+
+    from legato.training.train import train
+
+    model = {k: v for k, v in TINY_MODEL.items() if k not in ("avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales")}
+    cfg = OmegaConf.create(
+        {
+            "output_dir": str(tmp_path_factory.mktemp("trained")),
+            "seed": 0,
+            "data": {"path": str(synthetic_dataset), "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "batch_size": 4},
+            "model": model,
+            "loss": {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0},
+            "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01},
+            "lr_scheduler": None,
+            "sam": {"rho": 0.05},
+            "trainer": {"max_epochs": 8},
+        }
+    )
+    return train(cfg, progress=False)

@@ -1,0 +1,145 @@
+"""Streaming readers for i-PI output: xyz trajectories, extras, properties.
+
+Frames are yielded one at a time, so a long trajectory is never held twice in
+memory. Repeated steps (a run resumed from an older checkpoint) keep the
+latest copy; a truncated last frame (a killed run) raises ``TrajectoryError``
+unless ``allow_truncated`` is set, in which case it is dropped.
+Lengths are returned in Angstrom, velocities in Angstrom/fs, dipoles in e*Angstrom.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from legato import units
+
+_UNIT_RE = re.compile(r"(\w+)\{(\w+)\}")
+_STEP_RE = re.compile(r"Step:\s*(\d+)")
+_CELL_RE = re.compile(r"CELL\(abcABC\):\s*([-\d.eE+\s]+?)\s+Step")
+
+
+class TrajectoryError(ValueError):
+    pass
+
+
+def _length_factor(unit: str) -> float:
+    return {"angstrom": 1.0, "atomic_unit": units.BOHR_IN_ANGSTROM, "bohr": units.BOHR_IN_ANGSTROM}[unit]
+
+
+def _velocity_factor(unit: str) -> float:
+    """i-PI velocity unit -> Angstrom/fs."""
+    if unit == "atomic_unit":
+        return units.BOHR_IN_ANGSTROM / units.AU_TIME_IN_FS
+    if unit in ("angstrom/femtosecond", "angstrom_per_femtosecond"):
+        return 1.0
+    raise TrajectoryError(f"velocity unit '{unit}' is not supported; write velocities in atomic units")
+
+
+def iter_xyz(path) -> Iterator[tuple[int, np.ndarray, np.ndarray, list[str]]]:
+    """Yield ``(step, cellpar, values, symbols)`` per frame, values converted (see module doc)."""
+    path = Path(path)
+    with open(path) as f:
+        while True:
+            first = f.readline()
+            if not first.strip():
+                return
+            try:
+                n = int(first)
+            except ValueError:
+                raise TrajectoryError(f"{path}: expected an atom count, got {first.strip()!r}") from None
+            comment = f.readline()
+            lines = [f.readline() for _ in range(n)]
+            if not lines or not lines[-1].endswith("\n") and len(lines[-1].split()) < 4 or any(len(l.split()) < 4 for l in lines):
+                raise TrajectoryError(f"{path}: truncated frame after step {comment.strip()[:60]!r}")
+            step_match = _STEP_RE.search(comment)
+            step = int(step_match.group(1)) if step_match else -1
+            quantities = dict(_UNIT_RE.findall(comment))
+            kind, unit = next(((k, u) for k, u in quantities.items() if k != "cell"), ("positions", "angstrom"))
+            factor = _velocity_factor(unit) if kind.startswith("v") else _length_factor(unit)
+            data = np.array([[float(x) for x in l.split()[1:4]] for l in lines]) * factor
+            cell_match = _CELL_RE.search(comment)
+            cellpar = np.array([float(x) for x in cell_match.group(1).split()]) if cell_match else np.zeros(6)
+            if cell_match and "cell" in quantities:
+                cellpar[:3] *= _length_factor(quantities["cell"])
+            yield step, cellpar, data, [l.split()[0] for l in lines]
+
+
+def read_xyz(path, allow_truncated: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """All frames as ``(steps (T,), values (T, N, 3), symbols)``, repeated steps de-duplicated."""
+    frames: dict[int, np.ndarray] = {}
+    symbols: list[str] = []
+    try:
+        for step, _, data, symbols in iter_xyz(path):
+            frames[step] = data
+    except TrajectoryError:
+        if not allow_truncated:
+            raise
+    if not frames:
+        raise TrajectoryError(f"{path}: no frames")
+    steps = np.array(sorted(frames))
+    return steps, np.stack([frames[s] for s in steps]), symbols
+
+
+def read_extras(path, key: str = "dipole") -> tuple[np.ndarray, np.ndarray]:
+    """i-PI extras file (one JSON value per step, i-PI writes them as arrays) -> (steps, values).
+
+    Dipoles arrive in e*bohr (the socket's atomic units) and are returned in e*Angstrom.
+    """
+    path = Path(path)
+    frames: dict[int, np.ndarray] = {}
+    step = None
+    rows: list[float] = []
+    with open(path) as f:
+        for line in f:
+            if line.lstrip().startswith("#"):
+                if step is not None and rows:
+                    frames[step] = np.array(rows)
+                m = _STEP_RE.search(line)
+                step, rows = (int(m.group(1)) if m else None), []
+                if f"({key})" not in line:
+                    raise TrajectoryError(f"{path}: holds extras other than '{key}' ({line.strip()[:40]})")
+            elif line.strip():
+                rows += [float(x) for x in line.split()]
+    if step is not None and rows:
+        frames[step] = np.array(rows)
+    if not frames:
+        raise TrajectoryError(f"{path}: no '{key}' extras")
+    steps = np.array(sorted(frames))
+    values = np.stack([frames[s] for s in steps])
+    if key == "dipole":
+        values = values * units.BOHR_IN_ANGSTROM
+    return steps, values
+
+
+def read_properties(path) -> dict[str, np.ndarray]:
+    """i-PI properties file -> {column name without unit: values}; repeated steps keep the last."""
+    names = []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#"):
+                if "-->" in line:
+                    names.append(line.split("-->")[1].split(":")[0].split("{")[0].strip())
+            elif line.strip():
+                rows.append([float(x) for x in line.split()])
+    if not rows:
+        raise TrajectoryError(f"{path}: no data rows")
+    data = np.array(rows)
+    if "step" in names:
+        steps = data[:, names.index("step")]
+        _, last = np.unique(steps[::-1], return_index=True)
+        data = data[len(steps) - 1 - last]
+    return {name: data[:, i] for i, name in enumerate(names)}
+
+
+def bead_files(run_dir, prefix: str, kind: str) -> list[Path]:
+    """Per-bead files of one kind (pos, vel, dip), sorted by bead index."""
+    run_dir = Path(run_dir)
+    files = sorted(run_dir.glob(f"{prefix}.{kind}_*"), key=lambda p: int(re.search(r"_(\d+)", p.name).group(1)))
+    if not files:
+        raise TrajectoryError(f"{run_dir}: no {prefix}.{kind}_* files (did the run write this trajectory?)")
+    return files

@@ -1,0 +1,194 @@
+"""The i-PI driver against real i-PI processes: physics, dipoles, restarts, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ase import units as ase_units
+
+from legato.analysis.ipi_io import bead_files, read_extras, read_properties, read_xyz
+from legato.driver.checks import InputError, check_frame
+from legato.driver.run import RunSettings, run_simulation, steps_in
+from legato.driver.pes import LegatoDriver
+from legato.driver.analytic import HarmonicPotential
+from legato.training.potential import ModelPotential
+
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATES = REPO / "ipi_inputs"
+LEGATO = [sys.executable, "-m", "legato.cli"]
+
+
+def model_driver(model_file):
+    return lambda structure: LegatoDriver(model=str(model_file), structure=str(structure))
+
+
+def harmonic_input(tmp_path, n_atoms, nbeads, temperature, steps, k_ev_a2, timestep_fs=1.0):
+    """An i-PI input for independent H atoms in one 3D harmonic well (non-periodic)."""
+    structure = tmp_path / "atoms.xyz"
+    rng = np.random.default_rng(0)
+    lines = [f"{n_atoms}", "# CELL(abcABC): 30 30 30 90 90 90 cell{angstrom} positions{angstrom}"]
+    lines += [f"H {x:.5f} {y:.5f} {z:.5f}" for x, y, z in rng.normal(scale=0.05, size=(n_atoms, 3))]
+    structure.write_text("\n".join(lines) + "\n")
+    template = (TEMPLATES / "nh3_solid_pimd_nvt.xml").read_text()
+    template = template.replace("nh3_phase_i.xyz", "atoms.xyz").replace("<tau units='femtosecond'> 100 </tau>", "<tau units='femtosecond'> 25 </tau>")
+    xml = tmp_path / "harmonic.xml"
+    xml.write_text(template)
+    settings = RunSettings(nbeads=nbeads, temperature=temperature, total_steps=steps, timestep=timestep_fs, seed=12345, stride=1000)
+    return xml, settings, k_ev_a2
+
+
+def exact_kinetic_per_dof(hbar_omega, kT, nbeads):
+    """Centroid-virial kinetic energy per degree of freedom of a P-bead harmonic ring polymer.
+
+    KE = kT/2 + (kT/2) sum_{k>0} w^2 / w_k^2, w_k^2 = w^2 + (2 P kT / hbar)^2 sin^2(pi k / P).
+    """
+    k = np.arange(1, nbeads)
+    ratio = hbar_omega**2 / (hbar_omega**2 + (2 * nbeads * kT * np.sin(np.pi * k / nbeads)) ** 2)
+    return 0.5 * kT + 0.5 * kT * ratio.sum()
+
+
+def block_error(x, n_blocks=10):
+    blocks = np.array_split(x, n_blocks)
+    means = np.array([b.mean() for b in blocks])
+    return means.std(ddof=1) / np.sqrt(n_blocks)
+
+
+def test_pimd_harmonic_oscillator_gives_the_quantum_kinetic_energy(tmp_path):
+    temperature, nbeads, n_atoms = 100.0, 32, 8
+    kT = ase_units.kB * temperature
+    hbar_omega = 4 * kT  # deep quantum regime: KE is ~2x the classical kT/2
+    mass_kg = 1.00794 * ase_units._amu
+    omega = hbar_omega * ase_units._e / ase_units._hbar
+    k_ev_a2 = mass_kg * omega**2 / ase_units._e * 1e-20
+    xml, settings, k = harmonic_input(tmp_path, n_atoms, nbeads, temperature, steps=6000, k_ev_a2=k_ev_a2)
+    drivers = lambda structure: LegatoDriver(potential=HarmonicPotential(k), symbols=["H"] * n_atoms, periodic=False)
+    run_simulation(xml, tmp_path / "run", drivers, settings, progress=False)
+    props = read_properties(tmp_path / "run" / "simulation.out")
+    ke = props["kinetic_cv"][len(props["kinetic_cv"]) // 5 :] / (3 * n_atoms)  # drop equilibration
+    exact_p = exact_kinetic_per_dof(hbar_omega, kT, nbeads)
+    exact = hbar_omega / 4 / np.tanh(hbar_omega / (2 * kT))
+    assert exact_p == pytest.approx(exact, rel=0.01)  # 32 beads converge the quantum result
+    err = block_error(ke)
+    assert abs(ke.mean() - exact_p) < 3 * err + 0.005 * exact_p, (ke.mean(), exact_p, err)
+    assert ke.mean() > 1.5 * 0.5 * kT  # clearly not the classical result
+
+
+def test_nve_conserves_energy(tmp_path, trained_model_file):
+    settings = RunSettings(total_steps=400, timestep=0.25, temperature=100, stride=1000)
+    run_simulation(TEMPLATES / "nh3_solid_classical_nve.xml", tmp_path / "nve", model_driver(trained_model_file), settings, progress=False)
+    props = read_properties(tmp_path / "nve" / "simulation.out")
+    conserved, potential = props["conserved"], props["potential"]
+    drift_per_atom = abs(conserved[-1] - conserved[0]) / 16
+    assert drift_per_atom < 1e-4  # eV/atom over 100 fs
+    assert np.ptp(potential) > 0.1  # the system moved (eV)
+    assert np.ptp(conserved) < 0.01 * np.ptp(potential)  # conserved is flat where the potential swings
+
+
+def test_per_bead_dipoles_are_what_the_driver_sent(tmp_path, tiny_model_file):
+    settings = RunSettings(nbeads=4, total_steps=20, stride=5)
+    run_dir = run_simulation(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "pimd", model_driver(tiny_model_file), settings, progress=False)
+    potential = ModelPotential.from_file(tiny_model_file)
+    positions_files, dipole_files = bead_files(run_dir, "simulation", "pos"), bead_files(run_dir, "simulation", "dip")
+    assert len(positions_files) == len(dipole_files) == 4
+    cell = np.eye(3) * 5.13
+    for pos_file, dip_file in zip(positions_files, dipole_files):
+        steps, positions, symbols = read_xyz(pos_file)
+        dip_steps, dipoles = read_extras(dip_file)
+        np.testing.assert_array_equal(steps, dip_steps)
+        expected = potential.evaluate(symbols, positions, np.repeat(cell[None], len(steps), 0))["dipole"]
+        np.testing.assert_allclose(dipoles, expected, atol=2e-4)  # positions are printed to 6 digits
+        assert np.abs(np.diff(dipoles, axis=0)).max() > 1e-3  # the beads moved, the dipoles changed
+
+
+def test_killed_driver_restarted_loses_and_repeats_no_step(tmp_path, tiny_model_file):
+    from legato.driver.run import socket_name, write_input
+
+    run_dir = tmp_path / "kill"
+    run_dir.mkdir()
+    xml, structure = write_input(TEMPLATES / "nh3_solid_pimd_nvt.xml", run_dir, RunSettings(nbeads=4, total_steps=300, stride=10))
+    ipi = subprocess.Popen([str(Path(sys.executable).parent / "i-pi"), xml.name], cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = LEGATO + ["serve", str(tiny_model_file), "-s", str(structure), "-u", socket_name(run_dir)]
+    try:
+        first = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = run_dir / "simulation.out"
+        deadline = time.time() + 120
+        while time.time() < deadline and (not out.exists() or len(steps_in(out)) < 5):
+            time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = steps_in(out)[-1]
+        assert killed_at < 300
+        second = subprocess.run(serve, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stderr
+        assert ipi.wait(timeout=60) == 0
+    finally:
+        for proc in (ipi,):
+            if proc.poll() is None:
+                proc.kill()
+    steps = steps_in(run_dir / "simulation.out")
+    np.testing.assert_array_equal(steps, np.arange(0, 301, 10))
+
+
+def test_driver_refuses_a_structure_that_does_not_match_ipi(tmp_path, tiny_model_file):
+    from legato.driver.run import socket_name, write_input
+
+    run_dir = tmp_path / "bad"
+    run_dir.mkdir()
+    xml, _ = write_input(TEMPLATES / "nh3_solid_pimd_nvt.xml", run_dir, RunSettings(nbeads=2, total_steps=10))
+    ipi = subprocess.Popen([str(Path(sys.executable).parent / "i-pi"), xml.name], cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wrong = TEMPLATES / "nh3_liquid_8.xyz"  # 32 atoms, i-PI runs 16
+        result = subprocess.run(LEGATO + ["serve", str(tiny_model_file), "-s", str(wrong), "-u", socket_name(run_dir)], capture_output=True, text=True, timeout=120)
+    finally:
+        ipi.kill()
+        ipi.wait()
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "i-PI sent 16 atoms but the driver's structure has 32" in last
+
+
+def test_driver_refuses_a_model_without_the_structures_species(tmp_path, tiny_model_file):
+    water = tmp_path / "water.xyz"
+    water.write_text("3\n\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    result = subprocess.run(LEGATO + ["serve", str(tiny_model_file), "-s", str(water), "-u", "nobody"], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "model knows ['H', 'N'] but the structure has ['O']" in result.stderr
+
+
+def test_serve_without_ipi_times_out_with_a_clear_error(tiny_model_file):
+    result = subprocess.run(
+        LEGATO + ["serve", str(tiny_model_file), "-s", str(TEMPLATES / "nh3_phase_i.xyz"), "-u", "no-such-server", "--connect-wait", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no i-PI server at /tmp/ipi_no-such-server" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "positions, cell, match",
+    [
+        (np.full((16, 3), np.nan), np.eye(3) * 5, "NaN or inf positions"),
+        (np.zeros((15, 3)), np.eye(3) * 5, "i-PI sent 15 atoms"),
+        (np.random.default_rng(0).random((16, 3)), np.zeros((3, 3)), "singular cell"),
+        (np.random.default_rng(0).random((16, 3)), np.eye(3) * 5000, "absurd"),
+    ],
+)
+def test_bad_frames_are_refused(positions, cell, match):
+    with pytest.raises(InputError, match=match):
+        check_frame(positions, cell, 16)
+
+
+def test_non_finite_model_output_is_never_sent(tiny_model_file):
+    class Broken:
+        def evaluate(self, symbols, positions, cells=None, pbc=None):
+            n = len(positions)
+            return {"energy": np.full(n, np.nan), "forces": np.zeros((n, len(symbols), 3)), "virial": np.zeros((n, 3, 3)), "dipole": np.zeros((n, 3))}
+
+    driver = LegatoDriver(potential=Broken(), symbols=["H", "H"], periodic=False)
+    with pytest.raises(FloatingPointError):
+        driver(np.eye(3) * 20, np.array([[0.0, 0, 0], [1.5, 0, 0]]))
