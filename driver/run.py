@@ -42,6 +42,7 @@ class RunSettings:
     timestep: float | None = None  # fs
     seed: int | None = None
     stride: int | None = None  # trajectory stride (steps)
+    structure: Path | None = None  # initial structure (i-PI xyz) instead of the template's
 
 
 def socket_name(run_dir: Path) -> str:
@@ -58,7 +59,7 @@ def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port:
     root = tree.getroot()
     init = root.find("system/initialize")
     file_el = init.find("file")
-    structure_src = (template.parent / file_el.text.strip()).resolve()
+    structure_src = Path(settings.structure).resolve() if settings.structure else (template.parent / file_el.text.strip()).resolve()
     if not structure_src.exists():
         raise FileNotFoundError(f"{structure_src}: the template's initial structure is missing")
     structure = run_dir / structure_src.name
@@ -246,6 +247,16 @@ def _rewrite_restart_port(restart: Path, port: int) -> int:
     _set_text(ff.find("port"), port)
     tree.write(restart)
     return port
+
+
+def is_finished(run_dir: Path) -> bool:
+    """True when the run's properties file reached its input's total_steps."""
+    run_dir = Path(run_dir)
+    out, xml = run_dir / "simulation.out", run_dir / "input.xml"
+    if not (out.exists() and xml.exists()):
+        return False
+    steps = steps_in(out)
+    return len(steps) > 0 and steps[-1] >= total_steps(xml) - 1
 
 
 def steps_in(out_file: Path) -> np.ndarray:

@@ -71,6 +71,36 @@ def label(
 
 
 @app.command()
+def merge(
+    inputs: List[Path] = typer.Argument(..., help="labelled extxyz files"),
+    output: Path = typer.Option(..., "-o", "--output", help="merged data set"),
+    min_distance: float = typer.Option(0.8, help="drop frames whose closest atoms are nearer than this (A)"),
+    max_force: float = typer.Option(25.0, help="drop frames with any force component above this (eV/A)"),
+):
+    """Merge labelled data sets, dropping frames far outside thermal sampling; validates the rest."""
+    import ase.io
+    import numpy as np
+
+    from legato.training.dataset import DatasetError, load_dataset, validate_frames
+
+    kept, dropped = [], 0
+    try:
+        for path in inputs:
+            for atoms in load_dataset(path):
+                d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))[np.triu_indices(len(atoms), 1)]
+                if d.min() < min_distance or np.abs(atoms.get_forces()).max() > max_force:
+                    dropped += 1
+                    continue
+                atoms.info["source_file"] = path.name
+                kept.append(atoms)
+        validate_frames(kept, name=str(output))
+    except DatasetError as exc:
+        fail(str(exc))
+    ase.io.write(output, kept, format="extxyz")
+    typer.echo(f"{output}: {len(kept)} frames kept, {dropped} dropped (closest approach < {min_distance} A or |F| > {max_force} eV/A)")
+
+
+@app.command()
 def train(
     config: Path = typer.Argument(..., help="YAML config, e.g. training/configs/sam.yaml"),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. sam.rho=0.02 trainer.max_epochs=5"),
@@ -223,6 +253,114 @@ def run(
     except (InputError, ModelFileError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
         fail(str(exc))
     typer.echo(f"done: outputs in {run_dir}")
+
+
+@app.command()
+def spectrum(
+    kind: str = typer.Argument(..., help="ir | ins"),
+    run_dir: Path = typer.Argument(..., help="an i-PI run directory (from `legato run`, or with its input.xml)"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write CSV/PNG (default: the run directory)"),
+    correction: str = typer.Option("harmonic", help="IR quantum correction: harmonic | standard | none"),
+    equilibration: float = typer.Option(0.2, help="fraction of frames dropped at the start"),
+    final_energy: float = typer.Option(3.5, help="INS: analyser final energy, meV (VISION 3.5)"),
+    resolution: float = typer.Option(0.012, help="INS: FWHM / energy transfer (VISION ~1.2%)"),
+):
+    """IR (dipole ACF) or INS (H-weighted VDOS, VISION kinematics) spectrum of a run."""
+    from legato.analysis.ipi_io import TrajectoryError
+    from legato.analysis.nqe import plot_overlay
+    from legato.analysis.pipeline import ins_of_run, ir_of_run
+
+    out = output or run_dir
+    try:
+        if kind == "ir":
+            r = ir_of_run(run_dir, out, correction=correction, equilibration=equilibration)
+            x, y, label = r["spectrum"]["wavenumber"], r["spectrum"]["intensity_norm"], "IR absorption (normalised)"
+        elif kind == "ins":
+            r = ins_of_run(run_dir, out, equilibration=equilibration, final_energy_mev=final_energy, relative_resolution=resolution)
+            x, y, label = r["spectrum"]["wavenumber"], r["spectrum"]["total"], "S(Q, E) along VISION lines (normalised)"
+        else:
+            fail(f"unknown spectrum '{kind}' (use ir or ins)")
+    except (TrajectoryError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    figure = plot_overlay(Path(out) / f"{kind}.png", {run_dir.name: (x, y)}, "wavenumber (cm$^{-1}$)", label, f"{kind.upper()} spectrum", xlim=(0, 4000))
+    typer.echo(f"{kind.upper()}: {r['csv']} and {figure}")
+    for p in r["peaks"]:
+        typer.echo(f"  peak {p.position:7.1f} +- {p.error:4.1f} cm^-1  (height {p.height:.2f})")
+
+
+@app.command()
+def nqe(
+    classical: Path = typer.Argument(..., help="run directory of the classical (1 bead) run"),
+    pimd: Path = typer.Argument(..., help="run directory of the PIMD/TRPMD run (same system and temperature)"),
+    output: Path = typer.Option(Path("results/nqe"), "-o", "--output"),
+    equilibration: float = typer.Option(0.2),
+):
+    """Nuclear quantum effects: IR and INS of classical vs PIMD runs, peak shifts (CSV) and figures (PNG)."""
+    from legato.analysis.ipi_io import TrajectoryError
+    from legato.analysis.pipeline import compare_runs
+
+    try:
+        result = compare_runs(classical, pimd, output, equilibration)
+    except (TrajectoryError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    _print_nqe(result)
+
+
+def _print_nqe(result: dict) -> None:
+    for kind, r in result.items():
+        typer.echo(f"{kind.upper()}: figure {r['figure']}, table {r['table']}")
+        for row in r["rows"]:
+            typer.echo(
+                f"  {row['classical_cm-1']:7.1f} -> {row['pimd_cm-1']:7.1f} cm^-1   shift {row['shift_cm-1']:+7.1f} +- {row['shift_err']:.1f} ({row['shift_percent']:+.1f}%)"
+            )
+
+
+DEMO = {
+    # (template, beads, steps) at 0.5 fs; frames every 2 steps (1 fs)
+    "quick": {"structure": "nh3_phase_i.xyz", "classical": 4000, "pimd": 1600, "beads": 8},
+    "production": {"structure": "nh3_phase_i_2x2x2.xyz", "classical": 40000, "pimd": 40000, "beads": 32},
+}
+
+
+@app.command()
+def demo(
+    output: Path = typer.Option(Path("results/demo"), "-o", "--output", help="where runs, spectra and figures go"),
+    model: Optional[Path] = typer.Option(None, "-m", "--model", help="model file (default: the shipped SAM model)"),
+    temperature: float = typer.Option(150.0, help="K (solid phase I melts at 195 K)"),
+    production: bool = typer.Option(False, help="2x2x2 cell, 32 beads, 20 ps each (hours on 2 cores) instead of the quick look"),
+    progress: bool = typer.Option(True),
+):
+    """The main job: solid ammonia, classical MD and TRPMD through i-PI, IR + INS spectra, NQE table.
+
+    Quick settings (default): 16-atom cell, classical 2 ps, TRPMD 8 beads 0.8 ps,
+    a few minutes on 2 cores. Runs resume if interrupted; finished runs are reused.
+    """
+    from legato.analysis.pipeline import compare_runs
+    from legato.driver.pes import LegatoDriver
+    from legato.driver.run import RunSettings, is_finished, run_simulation
+
+    plan = DEMO["production" if production else "quick"]
+    model_path = Path(model or default_model())
+    _print_model(model_path)
+    structure = TEMPLATES / plan["structure"]
+    factory = lambda s: LegatoDriver(model=str(model_path), structure=str(s))  # noqa: E731
+    runs = {
+        "classical": ("nh3_solid_classical_nvt.xml", RunSettings(nbeads=1, temperature=temperature, total_steps=plan["classical"], stride=2, seed=1, structure=structure)),
+        "pimd": ("nh3_solid_trpmd.xml", RunSettings(nbeads=plan["beads"], temperature=temperature, total_steps=plan["pimd"], stride=2, seed=2, structure=structure)),
+    }
+    for name, (template, settings) in runs.items():
+        run_dir = output / name
+        if is_finished(run_dir):
+            typer.echo(f"{name}: already finished in {run_dir}")
+            continue
+        typer.echo(f"{name}: {template}, {settings.nbeads} bead(s), {settings.total_steps} steps at {temperature:.0f} K -> {run_dir}")
+        try:
+            run_simulation(TEMPLATES / template, run_dir, factory, settings, progress=progress)
+        except RuntimeError as exc:
+            fail(str(exc))
+    result = compare_runs(output / "classical", output / "pimd", output / "spectra")
+    _print_nqe(result)
+    typer.echo(f"figures: {result['ir']['figure']}  {result['ins']['figure']}")
 
 
 def default_model() -> Path:

@@ -86,15 +86,24 @@ def _random_rotation(rng) -> np.ndarray:
     )
 
 
-def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain: float = 0.0) -> list[ase.Atoms]:
-    """``n`` copies with Gaussian displacements (A) and optional isotropic strain."""
+def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain: float = 0.0, min_distance: float = 0.75) -> list[ase.Atoms]:
+    """``n`` copies with Gaussian displacements and optional isotropic strain.
+
+    ``stdev`` (A) is that of a hydrogen; heavier atoms get stdev * (m_H / m)^(1/4),
+    the scaling of zero-point amplitudes. A draw that brings two atoms closer
+    than ``min_distance`` A (far outside thermal motion) is redrawn.
+    """
     rng = np.random.default_rng(seed)
+    periodic = bool(atoms.pbc.any())
     frames = []
-    for _ in range(n):
+    while len(frames) < n:
         new = atoms.copy()
         if strain:
             new.set_cell(new.cell * (1 + rng.uniform(-strain, strain)), scale_atoms=True)
-        new.positions += rng.normal(scale=stdev, size=new.positions.shape)
+        scale = stdev * (1.008 / new.get_masses()) ** 0.25
+        new.positions += rng.normal(size=new.positions.shape) * scale[:, None]
+        if len(new) > 1 and new.get_all_distances(mic=periodic)[np.triu_indices(len(new), 1)].min() < min_distance:
+            continue
         frames.append(new)
     return frames
 
@@ -102,17 +111,17 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
 def ammonia_initial_set(n_crystal: int = 80, n_liquid: int = 40, seed: int = 0) -> list[ase.Atoms]:
     """Thermally displaced phase-I cells (a = 5.00-5.20 A) and 4-molecule liquid boxes.
 
-    Displacements of 0.04-0.12 A cover classical 100-240 K motion and the wider
-    spread of PIMD beads; liquid boxes are at 0.62-0.74 g/cm3.
+    Hydrogen displacements of 0.03-0.07 A (N: 0.55x) span classical 100-240 K
+    motion up to the spread of PIMD beads; liquid boxes are at 0.62-0.74 g/cm3.
     """
     rng = np.random.default_rng(seed)
     frames = []
     for k in range(n_crystal):
         crystal_cell = ammonia_phase_i(a=rng.uniform(5.0, 5.2))
-        frames += rattled(crystal_cell, 1, stdev=rng.choice([0.04, 0.08, 0.12]), seed=seed + k)
+        frames += rattled(crystal_cell, 1, stdev=rng.choice([0.03, 0.05, 0.07]), seed=seed + k)
     for k in range(n_liquid):
         box = molecular_liquid("NH3", 4, density_g_cm3=rng.uniform(0.62, 0.74), seed=seed + 1000 + k)
         box.info = {"structure": "NH3 liquid, 4 molecules"}
-        frames += rattled(box, 1, stdev=0.04, seed=seed + 2000 + k)
+        frames += rattled(box, 1, stdev=0.03, seed=seed + 2000 + k)
     order = rng.permutation(len(frames))  # interleave, so any prefix is a mixed set
     return [frames[i] for i in order]

@@ -1,0 +1,95 @@
+"""Peaks with block-average uncertainties, and classical-vs-PIMD shift tables."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.signal import find_peaks
+
+
+@dataclass
+class Peak:
+    position: float  # cm^-1
+    error: float  # cm^-1, standard error over blocks
+    height: float  # normalised
+
+
+def find_peaks_with_errors(x, y, block_spectra, prominence: float = 0.08, search: float = 40.0, x_min: float = 50.0) -> list[Peak]:
+    """Peaks of ``y`` (normalised to max 1 above ``x_min``) with errors from per-block spectra.
+
+    For each peak, each block spectrum's maximum within +-``search`` cm^-1 gives
+    one estimate; the error is their standard deviation / sqrt(blocks).
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    mask = x >= x_min
+    y = y / y[mask].max()
+    idx, _ = find_peaks(np.where(mask, y, 0.0), prominence=prominence)
+    peaks = []
+    for i in idx:
+        near = np.abs(x - x[i]) <= search
+        estimates = [x[near][np.argmax(np.interp(x[near], bx, by))] for bx, by in block_spectra]
+        error = float(np.std(estimates, ddof=1) / np.sqrt(len(estimates))) if len(estimates) > 1 else float("nan")
+        peaks.append(Peak(float(x[i]), error, float(y[i])))
+    return peaks
+
+
+def match_peaks(classical: list[Peak], quantum: list[Peak], tolerance: float = 0.12) -> list[dict]:
+    """Pair each classical peak with the nearest PIMD peak within ``tolerance`` (relative)."""
+    rows = []
+    for c in classical:
+        if not quantum:
+            break
+        q = min(quantum, key=lambda p: abs(p.position - c.position))
+        if abs(q.position - c.position) > tolerance * c.position:
+            continue
+        rows.append(
+            {
+                "classical_cm-1": round(c.position, 1),
+                "classical_err": round(c.error, 1),
+                "pimd_cm-1": round(q.position, 1),
+                "pimd_err": round(q.error, 1),
+                "shift_cm-1": round(q.position - c.position, 1),
+                "shift_err": round(float(np.hypot(c.error, q.error)), 1),
+                "shift_percent": round(100 * (q.position - c.position) / c.position, 2),
+            }
+        )
+    return rows
+
+
+def write_table(rows: list[dict], path) -> Path:
+    path = Path(path)
+    with open(path, "w", newline="") as f:
+        fields = list(rows[0]) if rows else ["classical_cm-1", "pimd_cm-1", "shift_cm-1"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def plot_overlay(path, curves: dict, xlabel: str, ylabel: str, title: str, xlim=None, peaks: dict | None = None) -> Path:
+    """One figure with several spectra ({label: (x, y)}), each normalised to its maximum."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    for (label, (x, y)), color in zip(curves.items(), ("tab:blue", "tab:red", "tab:green", "tab:purple")):
+        sel = (x >= (xlim[0] if xlim else 0)) & (x <= (xlim[1] if xlim else np.inf))
+        ax.plot(x[sel], y[sel] / y[sel].max(), label=label, color=color, lw=1.3)
+        for p in (peaks or {}).get(label, []):
+            ax.axvline(p.position, color=color, lw=0.6, ls=":")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if xlim:
+        ax.set_xlim(*xlim)
+    ax.set_ylim(bottom=0)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
