@@ -123,6 +123,17 @@ def train(
     _print_model(model_file)
 
 
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="a training output_dir (with config.yaml and checkpoints/)")):
+    """Write a run's model file from its best checkpoint (also for runs still training)."""
+    from legato.training.train import export_run
+
+    try:
+        _print_model(export_run(run_dir))
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
 def _print_model(path: Path) -> None:
     from legato.training.modelfile import read_model_file
 

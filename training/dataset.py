@@ -59,6 +59,15 @@ def _energy(atoms: ase.Atoms):
     return None
 
 
+def frame_dipole(atoms: ase.Atoms):
+    """The frame's dipole (e*A) as stored, or None (ASE moves it into the calculator)."""
+    if "dipole" in atoms.info:
+        return np.asarray(atoms.info["dipole"])
+    if atoms.calc is not None and "dipole" in atoms.calc.results:
+        return np.asarray(atoms.calc.results["dipole"])
+    return None
+
+
 def validate_frame(atoms: ase.Atoms, where: str, species: Sequence[str] | None = None) -> None:
     """Raise :class:`DatasetError` naming the first problem of one frame."""
     n = len(atoms)

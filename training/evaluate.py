@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import _energy, _forces
+from .dataset import _energy, _forces, frame_dipole
 from .fields import WANNIER_COUNT, WANNIER_DISP
 from .potential import ModelPotential
 
@@ -31,7 +31,7 @@ def test_errors(model, metadata: dict, frames) -> dict:
     w_err = np.concatenate(
         [(p["wannier_disp"] - a.arrays[WANNIER_DISP])[a.arrays[WANNIER_COUNT] > 0].ravel() for p, a in zip(pred, frames)]
     )
-    mu_err = np.concatenate([p["dipole"] - a.info["dipole"] for p, a in zip(pred, frames) if "dipole" in a.info] or [np.zeros(0)])
+    mu_err = np.concatenate([p["dipole"] - frame_dipole(a) for p, a in zip(pred, frames) if frame_dipole(a) is not None] or [np.zeros(0)])
     return {
         "n_frames": len(frames),
         "energy_mae_meV_per_atom": 1e3 * float(np.mean(np.abs(e_err))),

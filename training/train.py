@@ -207,11 +207,21 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=False)
 
-    best = ckpt_dir / "best.ckpt"
+    return export(cfg, module, paths, model_config, frames, type_names, int(trainer.current_epoch))
+
+
+def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, type_names: list, epochs: int) -> Path:
+    """Write ``<output_dir>/model.legato.pt`` from the best checkpoint, with test errors."""
+    import torch
+
+    out = Path(cfg.output_dir)
+    ckpt_dir = out / "checkpoints"
+    best, last = ckpt_dir / "best.ckpt", ckpt_dir / "last.ckpt"
+    if not (best.exists() or last.exists()):
+        raise FileNotFoundError(f"{ckpt_dir}: no checkpoint to export (train first)")
     state = torch.load(best if best.exists() else last, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     model = module.model["sole_model"].eval()
-
     test_frames = ase.io.read(paths["test"], index=":", format="extxyz")
     metadata = {
         "type_names": type_names,
@@ -223,7 +233,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         "dataset_sha256": file_sha256(cfg.data.path),
         "valence_charge": per_species_table(frames, fields.VALENCE_CHARGE),
         "wannier_count": per_species_table(frames, fields.WANNIER_COUNT),
-        "epochs": int(trainer.current_epoch),
+        "epochs": epochs,
         "n_frames": {name: len(ase.io.read(p, index=":", format="extxyz")) for name, p in paths.items()},
     }
     model_config["_target_"] = "legato.training.model.AllegroWannierModel"
@@ -231,3 +241,17 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     model_file = save_model_file(out / "model.legato.pt", model, model_config, metadata)
     (out / "test_errors.json").write_text(json.dumps(metadata["test_errors"], indent=2))
     return model_file
+
+
+def export_run(run_dir) -> Path:
+    """Export the model file of a (possibly unfinished) run directory from its best checkpoint."""
+    import torch
+
+    run_dir = Path(run_dir)
+    cfg_file = run_dir / "config.yaml"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{run_dir}: not a training run (no config.yaml)")
+    cfg, _, module, paths, model_config, frames, type_names = prepare(OmegaConf.load(cfg_file))
+    last = run_dir / "checkpoints" / "last.ckpt"
+    epochs = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if last.exists() else 0
+    return export(cfg, module, paths, model_config, frames, type_names, epochs)
