@@ -164,6 +164,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
             _write_atomic(parts / f"{i:05d}.failed.json", json.dumps({"index": i, "reason": str(exc), "host": platform.node()}))
             counts["failed"] += 1
             continue
+        labelled.info["source_index"] = i
         labelled.info["label_seconds"] = round(time.time() - start, 1)
         _write_atomic(parts / f"{i:05d}.extxyz", _frame_text(labelled))
         counts["labelled"] += 1

@@ -1,0 +1,118 @@
+"""PIMD throughput through i-PI, as ratios measured side by side in one run.
+
+    python bench/bench_driver.py [--model MODEL] [--steps 20]
+
+1. wall time per PIMD step / time of the one batched model call (P = 32, 16 atoms);
+2. legato's batched driver vs what users do today: i-PI sending one bead per
+   message to a client wrapping nequip's ASE calculator (NequIPCalculator) of the
+   same model;
+3. steps/s vs number of beads (8, 16, 32, 64).
+Run it on a quiet machine: i-PI and the driver share its cores.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import ase
+import numpy as np
+
+from legato import units
+from legato.driver.pes import LegatoDriver
+from legato.driver.run import RunSettings, run_simulation
+from legato.training.modelfile import load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "ipi_inputs" / "nh3_solid_pimd_nvt.xml"
+STRUCTURE = ROOT / "ipi_inputs" / "nh3_phase_i.xyz"
+
+
+class TimedDriver(LegatoDriver):
+    """LegatoDriver that records the time spent in model calls."""
+
+    def evaluate(self, cells_au, positions_au):
+        start = time.perf_counter()
+        out = super().evaluate(cells_au, positions_au)
+        self.model_seconds = getattr(self, "model_seconds", 0.0) + time.perf_counter() - start
+        return out
+
+
+class PerBeadNequIPDriver(LegatoDriver):
+    """Today's path: every bead on its own through nequip's ASE calculator."""
+
+    def __init__(self, model_file, structure):
+        from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
+        from nequip.integrations.ase import NequIPCalculator
+
+        model, meta = load_model(model_file)
+        self.calc = NequIPCalculator(
+            model,
+            device="cpu",
+            transforms=[ChemicalSpeciesToAtomTypeMapper(model_type_names=meta["type_names"]), NeighborListTransform(r_max=meta["r_max"])],
+        )
+        symbols = ase.io.read(structure).get_chemical_symbols()
+        self.atoms = ase.Atoms(symbols, pbc=True)
+        super().__init__(potential=self, symbols=symbols)
+
+    def evaluate(self, cells_au, positions_au):
+        results = []
+        for cell, pos in zip(cells_au, positions_au):
+            self.atoms.set_cell(units.bohr_to_angstrom(cell.T))
+            self.atoms.positions = units.bohr_to_angstrom(pos)
+            self.atoms.calc = self.calc
+            e = self.atoms.get_potential_energy()
+            f = self.atoms.get_forces()
+            results.append((units.ev_to_hartree(e), units.forces_ev_per_angstrom_to_au(f), np.zeros((3, 3)), json.dumps({})))
+        return results
+
+
+def timed_run(factory, nbeads, steps, batched=True):
+    with tempfile.TemporaryDirectory() as tmp:
+        template = TEMPLATE
+        if not batched:
+            text = TEMPLATE.read_text().replace("<batch_size> 16 </batch_size>", "").replace("<consolidate_messages> true </consolidate_messages>", "")
+            template = Path(tmp) / "unbatched.xml"
+            template.write_text(text)
+            (Path(tmp) / STRUCTURE.name).write_text(STRUCTURE.read_text())
+        holder = {}
+
+        def make(structure):
+            holder["driver"] = factory(structure)
+            return holder["driver"]
+
+        start = time.perf_counter()
+        run_simulation(template, Path(tmp) / "run", make, RunSettings(nbeads=nbeads, total_steps=steps, stride=1000), progress=False)
+        wall = time.perf_counter() - start
+    return wall, holder["driver"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "models" / "sam.legato.pt"))
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    batched = lambda s: TimedDriver(model=args.model, structure=str(s))  # noqa: E731
+
+    # fixed start-up cost (i-PI launch, model load) measured with a 1-step run, then subtracted
+    base, _ = timed_run(batched, 32, 1)
+    wall, driver = timed_run(batched, 32, args.steps + 1)
+    per_step = (wall - base) / args.steps
+    per_call = driver.model_seconds / driver.calls
+    print(f"P=32, 16 atoms: wall per PIMD step / one batched model call = {per_step / per_call:.2f}  (goal <= 1.05)  [{per_step*1e3:.0f} / {per_call*1e3:.0f} ms]")
+
+    per_bead = lambda s: PerBeadNequIPDriver(args.model, s)  # noqa: E731
+    base_pb, _ = timed_run(per_bead, 32, 1, batched=False)
+    wall_pb, _ = timed_run(per_bead, 32, args.steps + 1, batched=False)
+    per_step_pb = (wall_pb - base_pb) / args.steps
+    print(f"P=32: i-PI one bead per message + NequIPCalculator / legato batched = {per_step_pb / per_step:.2f}x  (goal >= 2)  [{per_step_pb*1e3:.0f} / {per_step*1e3:.0f} ms per step]")
+
+    for nbeads in (8, 16, 32, 64):
+        base_p, _ = timed_run(batched, nbeads, 1)
+        wall_p, _ = timed_run(batched, nbeads, args.steps + 1)
+        print(f"P={nbeads:3d}: {args.steps / (wall_p - base_p):6.2f} steps/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Model and training cost, as ratios measured side by side in one run.
+
+    python bench/bench_model.py [--repeats 5]
+
+Prints: SAM step / Adam step; forward+forces time vs atoms (16, 128, 1024) and its
+growth exponent; one batched call on 32 copies of a 16-atom cell vs 32 calls.
+The model is the architecture of training/configs/sam.yaml (weights untrained:
+cost does not depend on them).
+"""
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from legato.training.model import build_model
+from legato.training.modelfile import UNITS
+from legato.training.potential import ModelPotential
+from legato.training.sam import sam_perturbation
+from legato.training.structures import ammonia_phase_i, rattled
+
+CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "sam.yaml"
+
+
+def best_time(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG).model, resolve=True)
+    cfg.update(avg_num_neighbors=20.0, per_type_energy_shifts={"H": 0.0, "N": 0.0}, per_type_energy_scales={"H": 1.0, "N": 1.0})
+    model = build_model(cfg, ["H", "N"])
+    meta = {"type_names": ["H", "N"], "r_max": cfg["r_max"], "units": UNITS, "valence_charge": {"H": 1, "N": 5}, "wannier_count": {"H": 0, "N": 4}}
+    pot = ModelPotential(model, meta)
+    print(f"model: {CONFIG.name} architecture, {sum(p.numel() for p in model.parameters())} parameters, torch threads {torch.get_num_threads()}")
+
+    # --- SAM vs Adam step on 8 frames of 16 atoms ---
+    frames = rattled(ammonia_phase_i(), 8, stdev=0.05, seed=0)
+    symbols = frames[0].get_chemical_symbols()
+    from nequip.data import AtomicDataDict
+
+    graphs = [pot._graph(f.positions, f.cell.array, (True,) * 3, pot.atom_types(symbols)) for f in frames]
+    batch = AtomicDataDict.batched_from_list(graphs)
+    target = torch.randn(8 * 16, 3, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-4)
+
+    def loss():
+        out = model(dict(batch))
+        return ((out["forces"] - target) ** 2).mean() + (out["wannier_disp"] ** 2).mean()
+
+    def adam_step():
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+
+    def sam_step():
+        opt.zero_grad()
+        loss().backward()
+        with torch.no_grad():
+            e = sam_perturbation(params, 0.05)
+            for p, d in zip(params, e):
+                p.add_(d)
+        opt.zero_grad()
+        loss().backward()
+        with torch.no_grad():
+            for p, d in zip(params, e):
+                p.sub_(d)
+        opt.step()
+
+    t_adam, t_sam = best_time(adam_step, args.repeats), best_time(sam_step, args.repeats)
+    print(f"SAM step / Adam step (8 x 16 atoms): {t_sam / t_adam:.2f}  (goal <= 2.2, theory 2)  [{t_sam*1e3:.0f} / {t_adam*1e3:.0f} ms]")
+
+    # --- scaling with system size ---
+    sizes, times = [], []
+    for rep in (1, 2, 4):
+        atoms = ammonia_phase_i(repeat=(rep,) * 3)
+        t = best_time(lambda: pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None]), max(2, args.repeats // (rep * rep)))
+        sizes.append(len(atoms))
+        times.append(t)
+        print(f"forward+forces, {len(atoms):5d} atoms: {t*1e3:8.1f} ms")
+    slope = np.polyfit(np.log(sizes), np.log(times), 1)[0]
+    print(f"growth exponent d ln t / d ln N (16-1024 atoms): {slope:.2f}  (goal <= 1.1)")
+    slope_big = np.log(times[2] / times[1]) / np.log(sizes[2] / sizes[1])
+    print(f"growth exponent 128 -> 1024 atoms: {slope_big:.2f}")
+
+    # --- batching ---
+    copies = rattled(ammonia_phase_i(), 32, stdev=0.05, seed=1)
+    positions = np.stack([c.positions for c in copies])
+    cells = np.stack([c.cell.array for c in copies])
+    t_batched = best_time(lambda: pot.evaluate(symbols, positions, cells), args.repeats)
+    t_single = best_time(lambda: [pot.evaluate(symbols, positions[i], cells[i][None]) for i in range(32)], max(2, args.repeats // 2))
+    print(f"32 x 16 atoms: 32 separate calls / one batched call: {t_single / t_batched:.2f}  [{t_single*1e3:.0f} / {t_batched*1e3:.0f} ms]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Structures, Wannier localization and the resumable labelling loop."""
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+
+from legato.training import label as label_module
+from legato.training.structures import ammonia_phase_i, molecular_liquid, rattled
+from legato.training.wannier import assign_centres, centres_from_z, jacobi_localize, spread_weights
+
+
+def test_phase_i_crystal_has_the_right_symmetry_and_geometry():
+    import spglib
+
+    atoms = ammonia_phase_i(5.13)
+    cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
+    assert spglib.get_spacegroup(cell, symprec=1e-3) == "P2_13 (198)"
+    assert atoms.get_chemical_formula() == "H12N4"
+    nh = np.sort(atoms.get_all_distances(mic=True)[0, 4:])[:3]
+    np.testing.assert_allclose(nh, 0.99, atol=0.03)  # N-H bond
+    assert len(ammonia_phase_i(5.05, (2, 2, 2))) == 128
+
+
+def test_liquid_box_has_the_requested_density_and_no_overlaps():
+    box = molecular_liquid("NH3", 8, 0.68, seed=3)
+    density = box.get_masses().sum() / 6.02214076e23 / (box.get_volume() * 1e-24)
+    assert density == pytest.approx(0.68, rel=1e-6)
+    d = box.get_all_distances(mic=True)[np.triu_indices(len(box), 1)]
+    assert d.min() > 0.9
+
+
+def test_rattled_frames_stay_physical():
+    frames = rattled(ammonia_phase_i(), 50, stdev=0.07, seed=0)
+    closest = min(f.get_all_distances(mic=True)[np.triu_indices(16, 1)].min() for f in frames)
+    assert closest >= 0.75
+
+
+def test_jacobi_localization_recovers_known_centres():
+    """Z_a = U diag(exp(-i G_a . r_k)) U^T for a random rotation U: centres r_k must come back."""
+    rng = np.random.default_rng(0)
+    lattice = np.diag([9.0, 10.0, 11.0])
+    centres = rng.uniform(0, 1, size=(6, 3)) @ lattice
+    reciprocal = 2 * np.pi * np.linalg.inv(lattice).T
+    phases = np.exp(-1j * centres @ reciprocal.T).T  # (3, n)
+    u, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    z = np.einsum("ik,gk,jk->gij", u, phases, u)
+    _, z_loc, sweeps = jacobi_localize(z, spread_weights(lattice))
+    found = centres_from_z(z_loc, lattice) % np.diag(lattice)
+    order = [np.argmin(np.linalg.norm(found - c, axis=1)) for c in centres]
+    np.testing.assert_allclose(found[order], centres, atol=1e-8)
+    assert sweeps < 50
+
+
+def test_centres_go_to_the_nearest_owner_across_the_boundary():
+    positions = np.array([[0.2, 5.0, 5.0], [9.0, 5.0, 5.0], [5.0, 5.0, 5.0]])
+    cell = np.eye(3) * 10.0
+    centres = np.array([[9.9, 5.0, 5.0], [0.5, 5.1, 5.0], [5.0, 5.5, 5.0]])
+    disp, count = assign_centres(positions, centres, cell, owners=np.array([True, False, True]))
+    assert list(count) == [2, 0, 1]
+    np.testing.assert_allclose(disp[0], [0.0, 0.05, 0.0], atol=1e-12)  # (-0.3 + 0.3) / 2, (0 + 0.1) / 2
+    np.testing.assert_allclose(disp[2], [0.0, 0.5, 0.0])
+
+
+def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch):
+    from conftest import analytic_labels
+
+    frames = rattled(ammonia_phase_i(), 4, stdev=0.03, seed=1)
+    frames[2].positions[1] = frames[2].positions[0] + 0.1  # overlapping atoms: must fail, once
+    structures = tmp_path / "in.extxyz"
+    ase.io.write(structures, frames)
+    calls = []
+
+    def fake_label(atoms, settings):
+        calls.append(atoms.info["source_index"])
+        if atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)].min() < 0.5:
+            raise ValueError("overlapping atoms")
+        return analytic_labels(atoms)
+
+    monkeypatch.setattr(label_module, "label_frame", fake_label)
+    out = tmp_path / "out.extxyz"
+    first = label_module.label_file(structures, out, progress=False, limit=2)
+    assert first["labelled"] == 2 and calls == [0, 1]
+    second = label_module.label_file(structures, out, progress=False)
+    assert calls == [0, 1, 2, 3] and second == {"total": 4, "already_done": 2, "labelled": 1, "failed": 1}
+    third = label_module.label_file(structures, out, progress=False)
+    assert calls == [0, 1, 2, 3] and third["labelled"] == 0
+    labelled = ase.io.read(out, ":")
+    assert [a.info["source_index"] for a in labelled] == [0, 1, 3]
+    failure = json.loads((tmp_path / "out.extxyz.parts" / "00002.failed.json").read_text())
+    assert "overlapping" in failure["reason"]
