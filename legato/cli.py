@@ -374,6 +374,155 @@ def demo(
     typer.echo(f"figures: {result['ir']['figure']}  {result['ins']['figure']}")
 
 
+SUPERCELLS = {1: (1, 1, 1), 2: (2, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2), 16: (4, 2, 2), 27: (3, 3, 3)}
+
+
+def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, progress: bool = True):
+    """Run (or resume) the failure trajectories of one model; returns the results."""
+    from tqdm import tqdm
+
+    from legato.analysis.robustness import FailureCriteria, append_result, load_results, run_trajectory
+    from legato.training.potential import LegatoCalculator, ModelPotential
+    from legato.training.structures import ammonia_phase_i
+
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "trajectories.jsonl"
+    done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
+    multipliers = [int(k) for k in sizes.split(",")]
+    unknown = [k for k in multipliers if k not in SUPERCELLS]
+    if unknown:
+        fail(f"--sizes {unknown} not available; use cell multipliers from {sorted(SUPERCELLS)}")
+    calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
+    criteria = FailureCriteria(temperature=temperature)
+    todo = [(k, seed) for k in multipliers for seed in range(seeds) if (16 * k, seed) not in done]
+    for k, seed in tqdm(todo, desc=f"failure {model_path.name}", unit="traj", disable=not progress):
+        atoms = ammonia_phase_i(5.13, SUPERCELLS[k])
+        append_result(results_file, run_trajectory(atoms, calc, criteria, max_steps, seed=1000 * k + seed))
+    return load_results(results_file)
+
+
+def _print_failure(label: str, results) -> tuple:
+    from legato.analysis.robustness import bootstrap_beta, failure_times
+
+    times = failure_times(results)
+    beta, lo, hi = bootstrap_beta(results)
+    typer.echo(f"{label}: beta = {beta:.2f}, 95% interval [{lo:.2f}, {hi:.2f}]")
+    for n, t in times.items():
+        failed = sum(r.failed for r in results if r.n_atoms == n)
+        total = sum(1 for r in results if r.n_atoms == n)
+        typer.echo(f"  N = {n:4d}: t_failure = {t:9.0f} steps  ({failed}/{total} trajectories failed)")
+    return beta, lo, hi
+
+
+@app.command()
+def failure(
+    model: Optional[Path] = typer.Argument(None, help="model file (default: the shipped SAM model)"),
+    output: Path = typer.Option(Path("results/failure"), "-o", "--output"),
+    sizes: str = typer.Option("1,2,4,8", help="supercell multipliers of the 16-atom phase-I cell"),
+    seeds: int = typer.Option(6, help="trajectories per size"),
+    temperature: float = typer.Option(400.0, help="K; above melting to provoke failures sooner"),
+    max_steps: int = typer.Option(2000, help="steps after which a trajectory counts as surviving (censored)"),
+):
+    """Time to failure vs system size and beta of t_failure = A N^-beta (resumable)."""
+    from legato.analysis.robustness import plot_failure
+
+    model_path = Path(model or default_model())
+    out = output / model_path.name.split(".")[0]
+    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps)
+    _print_failure(model_path.name, results)
+    typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results})}")
+
+
+@app.command()
+def sharpness(
+    model: Path = typer.Argument(..., help="model file"),
+    data: Path = typer.Argument(..., help="labelled frames (e.g. a run's split/test.extxyz)"),
+    rho: float = typer.Option(0.05, help="radius of the weight-space ball"),
+    restarts: int = typer.Option(3),
+    steps: int = typer.Option(10, help="gradient-ascent steps per restart"),
+):
+    """Max loss increase within the rho-ball around the model's weights."""
+    typer.echo(f"sharpness(rho={rho}) = {_sharpness(model, data, rho, restarts, steps):.5g}")
+
+
+def _sharpness(model: Path, data: Path, rho: float, restarts: int = 3, steps: int = 10) -> float:
+    import torch
+
+    from legato.training.dataset import load_dataset
+    from legato.training.modelfile import load_model
+    from legato.training.potential import frames_to_batch
+    from legato.training.sharpness import model_loss, sharpness as estimate
+
+    net, meta = load_model(model)
+    batch = frames_to_batch(load_dataset(data, meta["type_names"]), meta["type_names"], meta["r_max"])
+    loss = model_loss(net, batch, {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0})
+    params = [p for p in net.parameters() if p.requires_grad]
+    torch.manual_seed(0)
+    return estimate(loss, params, rho, restarts=restarts, steps=steps)
+
+
+@app.command()
+def compare(
+    model_a: Optional[Path] = typer.Argument(None, help="default: models/sam.legato.pt"),
+    model_b: Optional[Path] = typer.Argument(None, help="default: models/adam.legato.pt"),
+    data: Path = typer.Option(Path("data/nh3_dft_test.extxyz"), help="held-out frames for sharpness"),
+    output: Path = typer.Option(Path("results/compare"), "-o", "--output"),
+    sizes: str = typer.Option("1,2,4,8"),
+    seeds: int = typer.Option(6),
+    temperature: float = typer.Option(400.0),
+    max_steps: int = typer.Option(2000),
+    rho: float = typer.Option(0.05),
+):
+    """SAM vs Adam (or any two models): test errors, speed, sharpness, t_failure(N), beta."""
+    import csv
+    import time
+
+    from legato.analysis.robustness import plot_failure
+    from legato.training.modelfile import read_model_file
+    from legato.training.potential import ModelPotential
+    from legato.training.structures import ammonia_phase_i
+
+    models = [Path(model_a or default_model()), Path(model_b or default_model().with_name("adam.legato.pt"))]
+    rows, series = [], {}
+    for path in models:
+        meta = read_model_file(path)["metadata"]
+        pot = ModelPotential.from_file(path)
+        atoms = ammonia_phase_i()
+        pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
+        start = time.perf_counter()
+        for _ in range(20):
+            pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
+        ms = (time.perf_counter() - start) / 20 * 1e3
+        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps)
+        series[path.name] = results
+        beta, lo, hi = _print_failure(path.name, results)
+        errors = meta.get("test_errors", {})
+        rows.append(
+            {
+                "model": path.name,
+                "method": meta["method"],
+                "rho": meta["rho"],
+                "forces_mae_meV_per_A": round(errors.get("forces_mae_meV_per_A", float("nan")), 2),
+                "energy_mae_meV_per_atom": round(errors.get("energy_mae_meV_per_atom", float("nan")), 3),
+                "wannier_mae_A": round(errors.get("wannier_mae_A", float("nan")), 5),
+                "ms_per_16_atoms": round(ms, 2),
+                f"sharpness_rho{rho}": round(_sharpness(path, data, rho), 6) if data.exists() else float("nan"),
+                "beta": round(beta, 3),
+                "beta_low": round(lo, 3),
+                "beta_high": round(hi, 3),
+            }
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / "comparison.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    figure = plot_failure(output / "failure_comparison.png", series, title=f"time to failure at {temperature:.0f} K")
+    for row in rows:
+        typer.echo("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    typer.echo(f"table: {output / 'comparison.csv'}  figure: {figure}")
+
+
 def default_model() -> Path:
     """The shipped SAM model (models/sam.legato.pt in the source tree)."""
     path = Path(__file__).resolve().parent.parent / "models" / "sam.legato.pt"

@@ -118,3 +118,17 @@ class LegatoCalculator(Calculator):
             # virial = -stress * volume (nequip and ASE convention)
             stress = -r["virial"][0] / self.atoms.get_volume()
             self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
+
+
+def frames_to_batch(frames, type_names, r_max: float):
+    """Labelled frames -> one nequip batch with targets (for losses outside Lightning)."""
+    from nequip.data import from_ase
+    from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper
+
+    mapper = ChemicalSpeciesToAtomTypeMapper(model_type_names=list(type_names))
+    neighbors = NeighborListTransform(r_max=r_max)
+    graphs = [
+        neighbors(mapper(from_ase(a, include_keys=[WANNIER_DISP], exclude_keys=["dipole", "wannier_count", "valence_charge"])))
+        for a in frames
+    ]
+    return AtomicDataDict.batched_from_list(graphs)

@@ -1,0 +1,164 @@
+"""Time to failure of MD with a model, and the fidelity-scaling fit t_failure = A N^-beta.
+
+A trajectory fails at the first check where the temperature (averaged over the
+last ``window`` checks, so that small cells do not trip on fluctuations, and only
+after ``grace_steps`` of thermostat equilibration) is more
+than ``max_temperature_deviation`` K from the thermostat target, two atoms are
+closer than ``min_distance`` A, or energies/forces are not finite. Runs that
+reach ``max_steps`` are right-censored. Per size N the failure rate is the
+censored exponential maximum-likelihood estimate (failures / steps simulated),
+t_failure(N) = 1 / rate, and beta comes from a least-squares line through
+ln t_failure vs ln N, with a bootstrap over trajectories for its interval.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class FailureCriteria:
+    temperature: float  # thermostat target, K
+    max_temperature_deviation: float = 100.0  # K
+    min_distance: float = 0.6  # A
+    window: int = 20  # checks in the running temperature average
+    grace_steps: int = 300  # the thermostat equilibrates the start before T is judged
+
+
+@dataclass
+class TrajectoryResult:
+    n_atoms: int
+    seed: int
+    steps: int  # steps run until failure or the end
+    failed: bool
+    reason: str
+
+
+def check_failure(temperatures, min_distance: float, finite: bool, criteria: FailureCriteria, judge_temperature: bool = True) -> str | None:
+    """Reason for failure at this check, or None. ``temperatures``: the recent instantaneous values."""
+    if not finite:
+        return "non-finite energy or forces"
+    if min_distance < criteria.min_distance:
+        return f"atoms {min_distance:.2f} A apart"
+    mean_t = float(np.mean(temperatures[-criteria.window :]))
+    if judge_temperature and abs(mean_t - criteria.temperature) > criteria.max_temperature_deviation:
+        return f"temperature {mean_t:.0f} K vs target {criteria.temperature:.0f} K"
+    return None
+
+
+def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int, seed: int, timestep_fs: float = 0.5, friction: float = 0.01, check_every: int = 5) -> TrajectoryResult:
+    """Langevin MD (ASE) from ``atoms`` until failure or ``max_steps``."""
+    from ase import units as u
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=criteria.temperature, rng=rng)
+    dyn = Langevin(atoms, timestep_fs * u.fs, temperature_K=criteria.temperature, friction=friction / u.fs, rng=rng)
+    temperatures = []
+    steps = 0
+    n = len(atoms)
+    while steps < max_steps:
+        try:
+            dyn.run(check_every)
+            finite = bool(np.isfinite(atoms.get_potential_energy()) and np.all(np.isfinite(atoms.get_forces())))
+        except (ValueError, FloatingPointError, RuntimeError):
+            finite = False
+        steps += check_every
+        temperatures.append(atoms.get_temperature())
+        d = atoms.get_all_distances(mic=True)
+        d[np.diag_indices(n)] = np.inf
+        reason = check_failure(temperatures, float(d.min()) if finite else 0.0, finite, criteria, judge_temperature=steps > criteria.grace_steps)
+        if reason:
+            return TrajectoryResult(n, seed, steps, True, reason)
+    return TrajectoryResult(n, seed, steps, False, "survived")
+
+
+def load_results(path) -> list[TrajectoryResult]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [TrajectoryResult(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_result(path, result: TrajectoryResult) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(asdict(result)) + "\n")
+        f.flush()
+
+
+def failure_times(results: list[TrajectoryResult]) -> dict[int, float]:
+    """t_failure(N) = steps simulated / failures (censored exponential MLE); inf without failures."""
+    out = {}
+    for n in sorted({r.n_atoms for r in results}):
+        rs = [r for r in results if r.n_atoms == n]
+        failures = sum(r.failed for r in rs)
+        exposure = sum(r.steps for r in rs)
+        out[n] = exposure / failures if failures else float("inf")
+    return out
+
+
+def fit_beta(times: dict[int, float]) -> tuple[float, float]:
+    """(beta, A) of t = A N^-beta through the finite points (needs two sizes)."""
+    pts = [(n, t) for n, t in times.items() if np.isfinite(t)]
+    if len(pts) < 2:
+        return float("nan"), float("nan")
+    n, t = np.array(pts, float).T
+    slope, intercept = np.polyfit(np.log(n), np.log(t), 1)
+    return float(-slope), float(np.exp(intercept))
+
+
+def bootstrap_beta(results: list[TrajectoryResult], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """beta and its bootstrap interval, resampling trajectories within each size."""
+    beta, _ = fit_beta(failure_times(results))
+    rng = np.random.default_rng(seed)
+    by_size = {}
+    for r in results:
+        by_size.setdefault(r.n_atoms, []).append(r)
+    samples = []
+    for _ in range(n_boot):
+        resampled = [rs[i] for rs in by_size.values() for i in rng.integers(0, len(rs), len(rs))]
+        b, _ = fit_beta(failure_times(resampled))
+        if np.isfinite(b):
+            samples.append(b)
+    if not samples:
+        return beta, float("nan"), float("nan")
+    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
+    return beta, float(lo), float(hi)
+
+
+def plot_failure(path, series: dict, title: str = "time to failure") -> Path:
+    """log-log t_failure vs N with fits; ``series`` = {label: results}."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+    for (label, results), color in zip(series.items(), ("tab:blue", "tab:red", "tab:green")):
+        times = failure_times(results)
+        n = np.array([k for k, t in times.items() if np.isfinite(t)])
+        t = np.array([times[k] for k in n])
+        beta, lo, hi = bootstrap_beta(results, n_boot=500)
+        ax.loglog(n, t, "o", color=color, label=f"{label}: beta = {beta:.2f} [{lo:.2f}, {hi:.2f}]")
+        censored = [k for k, v in times.items() if not np.isfinite(v)]
+        if censored:
+            ax.loglog(censored, [max(r.steps for r in results if r.n_atoms == k) for k in censored], "^", color=color, mfc="none")
+        if len(n) >= 2:
+            _, a = fit_beta(times)
+            grid = np.geomspace(n.min(), n.max(), 20)
+            ax.loglog(grid, a * grid**-beta, "-", color=color, lw=1)
+    ax.set_xlabel("atoms N")
+    ax.set_ylabel("MD steps to failure")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

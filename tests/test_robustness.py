@@ -1,0 +1,89 @@
+"""Failure detection, the beta fit and sharpness, on cases with known answers."""
+
+import numpy as np
+import pytest
+import torch
+
+from legato.analysis.robustness import FailureCriteria, TrajectoryResult, bootstrap_beta, check_failure, failure_times, fit_beta, run_trajectory
+from legato.training.sharpness import sharpness
+
+
+def test_detector_fires_on_heating_collapse_and_nan_but_not_on_fluctuations():
+    c = FailureCriteria(temperature=300.0, window=10)
+    rng = np.random.default_rng(0)
+    normal = list(300 + 60 * rng.normal(size=100))  # small-cell fluctuations, no drift
+    assert check_failure(normal, 0.95, True, c) is None
+    assert "temperature" in check_failure(normal + [600.0] * 10, 0.95, True, c)
+    assert "apart" in check_failure(normal, 0.3, True, c)
+    assert "non-finite" in check_failure(normal, 0.95, False, c)
+
+
+class Harmonic:
+    """ASE calculator: atoms tied to their start positions by springs (stable)."""
+
+    def __init__(self, origin, k):
+        from ase.calculators.calculator import Calculator
+
+        self.calc_class = Calculator
+        self.origin, self.k = origin.copy(), k
+
+    def make(self):
+        from ase.calculators.calculator import Calculator, all_changes
+
+        origin, k = self.origin, self.k
+
+        class _Calc(Calculator):
+            implemented_properties = ["energy", "forces"]
+
+            def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+                super().calculate(atoms, properties, system_changes)
+                d = self.atoms.positions - origin
+                self.results = {"energy": 0.5 * k * (d**2).sum(), "forces": -k * d}
+
+        return _Calc()
+
+
+def test_stable_harmonic_md_survives_and_a_repulsive_blow_up_fails():
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from legato.training.structures import ammonia_phase_i
+
+    atoms = ammonia_phase_i()
+    stable = run_trajectory(atoms, Harmonic(atoms.positions, 5.0).make(), FailureCriteria(temperature=200.0), max_steps=300, seed=1)
+    assert not stable.failed and stable.steps == 300
+
+    class Exploding(Calculator):
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            d = self.atoms.positions - self.atoms.positions.mean(axis=0)
+            self.results = {"energy": -0.5 * (d**2).sum(), "forces": 1.0 * d}  # inverted well: runaway heating
+
+    blown = run_trajectory(atoms, Exploding(), FailureCriteria(temperature=200.0), max_steps=2000, seed=1)
+    assert blown.failed and blown.steps < 2000
+
+
+def test_beta_fit_recovers_a_known_exponent():
+    rng = np.random.default_rng(1)
+    beta_true, a_true = 0.8, 2.0e5
+    results = []
+    for n in (16, 32, 64, 128, 256):
+        mean = a_true * n**-beta_true
+        for seed in range(300):
+            t = rng.exponential(mean)
+            results.append(TrajectoryResult(n, seed, int(min(t, 20000)) + 1, t < 20000, ""))
+    beta, lo, hi = bootstrap_beta(results, n_boot=300)
+    assert lo < beta_true < hi
+    assert beta == pytest.approx(beta_true, abs=0.05)
+    assert fit_beta({16: 100.0, 32: 50.0})[0] == pytest.approx(1.0)
+    assert failure_times([TrajectoryResult(16, 0, 100, False, "")])[16] == float("inf")
+
+
+def test_sharpness_of_a_quadratic_is_half_lambda_max_rho_squared():
+    h = torch.diag(torch.tensor([0.5, 3.0, 1.0, 0.2], dtype=torch.float64))
+    w = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
+    rho = 0.1
+    value = sharpness(lambda: 0.5 * w @ h @ w, [w], rho, restarts=3, steps=30)
+    assert value == pytest.approx(0.5 * 3.0 * rho**2, rel=1e-3)
+    assert torch.all(w == 0)  # weights restored
