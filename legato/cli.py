@@ -71,6 +71,36 @@ def label(
 
 
 @app.command()
+def select(
+    models: List[Path] = typer.Argument(..., help="a committee of model files (e.g. trained with seed=0,1,2)"),
+    frames: Path = typer.Option(..., "-f", "--frames", help="candidate structures: extxyz, or an i-PI positions file (pos_*.xyz)"),
+    output: Path = typer.Option(..., "-o", "--output", help="structures to label next (extxyz)"),
+    n: int = typer.Option(20, help="how many frames to pick"),
+    cell: Optional[float] = typer.Option(None, help="cubic cell edge (A) for i-PI xyz frames without one"),
+    min_separation: int = typer.Option(5, help="minimum index distance between picked frames (decorrelation)"),
+):
+    """Active learning: pick the frames where a committee of models disagrees most (then `legato label`)."""
+    import ase.io
+    import numpy as np
+
+    from legato.training.potential import ModelPotential
+    from legato.training.select import force_disagreement, select_frames
+
+    if len(models) < 2:
+        fail("a committee needs at least two models")
+    candidates = ase.io.read(frames, ":")
+    for atoms in candidates:
+        if cell is not None:
+            atoms.set_cell(np.eye(3) * cell)
+            atoms.pbc = True
+    potentials = [ModelPotential.from_file(m) for m in models]
+    picked = select_frames(potentials, candidates, n, min_separation)
+    scores = force_disagreement(potentials, [candidates[i] for i in picked])
+    ase.io.write(output, [candidates[i] for i in picked], format="extxyz")
+    typer.echo(f"{output}: {len(picked)} frames, committee force spread {scores.min():.3f}-{scores.max():.3f} eV/A")
+
+
+@app.command()
 def merge(
     inputs: List[Path] = typer.Argument(..., help="labelled extxyz files"),
     output: Path = typer.Option(..., "-o", "--output", help="merged data set"),
@@ -121,6 +151,25 @@ def train(
     except (DatasetError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     _print_model(model_file)
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="model file"),
+    data: Path = typer.Argument(..., help="labelled frames (e.g. data/nh3_dft_test.extxyz)"),
+):
+    """Test errors of a model on labelled frames (energy, forces, Wannier centres, dipoles)."""
+    from legato.training.dataset import DatasetError, load_dataset
+    from legato.training.evaluate import test_errors
+    from legato.training.modelfile import ModelFileError, load_model
+
+    try:
+        net, meta = load_model(model)
+        frames = load_dataset(data, meta["type_names"])
+    except (ModelFileError, DatasetError) as exc:
+        fail(str(exc))
+    for key, value in test_errors(net, meta, frames).items():
+        typer.echo(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
 
 
 @app.command()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -108,3 +109,18 @@ def test_resume_after_kill_continues_the_same_run(synthetic_dataset, tmp_path):
     epochs = [e for e, _ in val_losses(out)]
     assert sorted(set(epochs)) == list(range(6))
     assert (out / "model.legato.pt").exists()
+
+
+def test_committee_selection(tiny_model_file, trained):
+    from legato.training.potential import ModelPotential
+    from legato.training.select import force_disagreement, select_frames
+    from legato.training.structures import ammonia_phase_i, rattled
+
+    frames = rattled(ammonia_phase_i(), 12, stdev=0.05, seed=4)
+    a, b = ModelPotential.from_file(tiny_model_file), ModelPotential.from_file(trained[1])
+    assert np.allclose(force_disagreement([a, a], frames), 0.0)
+    scores = force_disagreement([a, b], frames)
+    assert np.all(scores > 0)
+    picked = select_frames([a, b], frames, n=3, min_separation=3)
+    assert len(picked) == 3 and np.all(np.diff(picked) >= 3)
+    assert scores.argmax() in picked

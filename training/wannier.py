@@ -39,15 +39,40 @@ def spread_weights(lattice: np.ndarray) -> np.ndarray:
     return (np.linalg.norm(lattice, axis=1) / (2 * np.pi)) ** 2
 
 
-def jacobi_localize(z: np.ndarray, weights: np.ndarray, tol: float = 1e-10, max_sweeps: int = 200):
-    """Real rotation U maximizing sum_a w_a sum_i |(U^T Z_a U)_ii|^2.
+def spread_functional(z: np.ndarray, weights: np.ndarray) -> float:
+    """Omega = sum_a w_a sum_i |Z_a,ii|^2 (larger = more localized)."""
+    return float(np.sum(weights[:, None] * np.abs(np.einsum("gii->gi", z)) ** 2))
+
+
+def localize(z: np.ndarray, weights: np.ndarray, n_random: int = 4, seed: int = 0):
+    """Best of Jacobi runs from the given orbitals and ``n_random`` random rotations.
+
+    Jacobi sweeps can stop at a saddle point of the functional (symmetric
+    molecules started from canonical orbitals do), so several starts are
+    compared by their spread functional. Returns ``(U, rotated Z)``.
+    """
+    n = z.shape[-1]
+    rng = np.random.default_rng(seed)
+    starts = [np.eye(n)] + [np.linalg.qr(rng.normal(size=(n, n)))[0] for _ in range(n_random)]
+    best = None
+    for start in starts:
+        u, z_loc, _ = jacobi_localize(z, weights, start=start)
+        score = spread_functional(z_loc, weights)
+        if best is None or score > best[0] + 1e-12:
+            best = (score, u, z_loc)
+    return best[1], best[2]
+
+
+def jacobi_localize(z: np.ndarray, weights: np.ndarray, tol: float = 1e-10, max_sweeps: int = 200, start: np.ndarray | None = None):
+    """Real rotation U maximizing sum_a w_a sum_i |(U^T Z_a U)_ii|^2, from ``start`` (identity).
 
     Returns ``(U, rotated Z, sweeps)``. Raises RuntimeError if not converged.
     """
     n = z.shape[-1]
-    mats = np.concatenate([np.sqrt(weights)[:, None, None] * z.real, np.sqrt(weights)[:, None, None] * z.imag])
+    u = np.eye(n) if start is None else start.copy()
+    z0 = np.einsum("ip,gij,jq->gpq", u, z, u)
+    mats = np.concatenate([np.sqrt(weights)[:, None, None] * z0.real, np.sqrt(weights)[:, None, None] * z0.imag])
     mats = 0.5 * (mats + mats.transpose(0, 2, 1))
-    u = np.eye(n)
     for sweep in range(1, max_sweeps + 1):
         largest = 0.0
         for p in range(n - 1):
@@ -82,7 +107,7 @@ def wannier_centres(cell, orbitals: np.ndarray) -> np.ndarray:
     """Centres (n_orb, 3) in bohr of the orbitals (columns of ``orbitals``)."""
     lattice = cell.lattice_vectors()
     z = berry_phase_matrices(cell, orbitals)
-    _, z_loc, _ = jacobi_localize(z, spread_weights(lattice))
+    _, z_loc = localize(z, spread_weights(lattice))
     return centres_from_z(z_loc, lattice)
 
 

@@ -1,0 +1,52 @@
+"""The command line as users meet it: help, one-line errors, the pipeline end to end."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LEGATO = [sys.executable, "-m", "legato.cli"]
+
+
+def legato(*args, timeout=600):
+    return subprocess.run(LEGATO + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.parametrize("verb", ["structures", "label", "select", "merge", "train", "evaluate", "export", "info", "serve", "run", "spectrum", "nqe", "demo", "failure", "sharpness", "compare"])
+def test_every_verb_has_help(verb):
+    result = legato(verb, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "no/such.yaml"], "no such config"),
+        (["info", "README.md"], "corrupt or not a legato model file"),
+        (["label", "no/such.xyz", "out.extxyz"], "no such structure file"),
+        (["spectrum", "ir", "no/such/run"], "no i-PI input"),
+        (["spectrum", "raman", "."], "unknown spectrum 'raman'"),
+        (["serve", "README.md", "-s", "ipi_inputs/nh3_phase_i.xyz"], "exactly one of --unix"),
+    ],
+)
+def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):
+    result = legato(*args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_model_file):
+    result = legato("structures", tmp_path / "s.extxyz", "--kind", "ammonia-crystal", "--repeat", "1")
+    assert result.returncode == 0
+    for name, template, beads in (("classical", "nh3_solid_classical_nvt.xml", 1), ("pimd", "nh3_solid_trpmd.xml", 4)):
+        run = legato("run", template, "-o", tmp_path / name, "-m", trained_model_file, "--beads", beads, "--steps", 400, "--stride", 2, "--no-progress")
+        assert run.returncode == 0, run.stderr
+    nqe = legato("nqe", tmp_path / "classical", tmp_path / "pimd", "-o", tmp_path / "nqe")
+    assert nqe.returncode == 0, nqe.stderr
+    for kind in ("ir", "ins"):
+        assert (tmp_path / "nqe" / f"{kind}_nqe.png").stat().st_size > 10000
+        assert (tmp_path / "nqe" / f"{kind}_nqe_shifts.csv").read_text().startswith("classical_cm-1")
+    assert "IR: figure" in nqe.stdout and "INS: figure" in nqe.stdout
