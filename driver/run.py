@@ -111,20 +111,15 @@ def total_steps(input_xml: Path) -> int:
 
 def last_properties(out_file: Path) -> dict | None:
     """The last row of i-PI's properties file as {column name: value}."""
+    from legato.analysis.ipi_io import TrajectoryError, read_properties
+
     if not out_file.exists():
         return None
-    names, last = [], None
-    with open(out_file) as f:
-        for line in f:
-            if line.startswith("#"):
-                if "-->" in line:
-                    names.append(line.split("-->")[1].split(":")[0].split("{")[0].strip())
-            elif line.strip():
-                last = line
-    if last is None:
+    try:
+        columns = read_properties(out_file)
+    except (TrajectoryError, ValueError):  # no rows yet, or a row being written
         return None
-    values = [float(x) for x in last.split()]
-    return dict(zip(names, values))
+    return {name: values[-1] for name, values in columns.items()}
 
 
 class _Progress(threading.Thread):

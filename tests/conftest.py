@@ -92,25 +92,30 @@ def tiny_model_file(tiny_model, tmp_path_factory):
     return save_model_file(path, tiny_model, dict(TINY_MODEL, _target_="legato.training.model.AllegroWannierModel"), dict(TINY_METADATA))
 
 
+def tiny_train_config(data, out, epochs=1, rho=0.05, batch_size=4, optimizer=None, model_dtype="float64"):
+    """A legato training config for the tiny model (statistics-derived entries left to the data)."""
+    from omegaconf import OmegaConf
+
+    model = {k: v for k, v in TINY_MODEL.items() if k not in ("avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales")}
+    model["model_dtype"] = model_dtype
+    return OmegaConf.create(
+        {
+            "output_dir": str(out),
+            "seed": 0,
+            "data": {"path": str(data), "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "batch_size": batch_size},
+            "model": model,
+            "loss": {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0},
+            "optimizer": optimizer or {"_target_": "torch.optim.Adam", "lr": 0.01},
+            "lr_scheduler": None,
+            "sam": {"rho": rho},
+            "trainer": {"max_epochs": epochs},
+        }
+    )
+
+
 @pytest.fixture(scope="session")
 def trained_model_file(synthetic_dataset, tmp_path_factory):
     """A tiny float64 model trained for a few epochs on the synthetic data (smooth, stable)."""
-    from omegaconf import OmegaConf
-
     from legato.training.train import train
 
-    model = {k: v for k, v in TINY_MODEL.items() if k not in ("avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales")}
-    cfg = OmegaConf.create(
-        {
-            "output_dir": str(tmp_path_factory.mktemp("trained")),
-            "seed": 0,
-            "data": {"path": str(synthetic_dataset), "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "batch_size": 4},
-            "model": model,
-            "loss": {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0},
-            "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01},
-            "lr_scheduler": None,
-            "sam": {"rho": 0.05},
-            "trainer": {"max_epochs": 8},
-        }
-    )
-    return train(cfg, progress=False)
+    return train(tiny_train_config(synthetic_dataset, tmp_path_factory.mktemp("trained"), epochs=8), progress=False)

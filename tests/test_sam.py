@@ -4,29 +4,17 @@ import copy
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from legato.training.sam import sam_perturbation
 from legato.training.train import prepare, train
 
-from conftest import TINY_MODEL
+from conftest import tiny_train_config
 
 
 def one_step_config(data, out, rho, optimizer):
-    model = {k: v for k, v in TINY_MODEL.items() if k not in ("avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales")}
-    return OmegaConf.create(
-        {
-            "output_dir": str(out),
-            "seed": 0,
-            "data": {"path": str(data), "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "batch_size": 1000},
-            "model": model,
-            "loss": {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0},
-            "optimizer": optimizer,
-            "lr_scheduler": None,
-            "sam": {"rho": rho},
-            "trainer": {"max_steps": 1, "max_epochs": 1},
-        }
-    )
+    cfg = tiny_train_config(data, out, epochs=1, rho=rho, batch_size=1000, optimizer=optimizer)
+    cfg.trainer.max_steps = 1
+    return cfg
 
 
 def full_batch_loss(module, datamodule):

@@ -15,25 +15,11 @@ from omegaconf import OmegaConf
 from legato.training.modelfile import ModelFileError, load_model, read_model_file
 from legato.training.train import train
 
-from conftest import TINY_MODEL
+from conftest import tiny_train_config
 
 
 def config(data, out, epochs, rho=0.05):
-    model = {k: v for k, v in TINY_MODEL.items() if k not in ("avg_num_neighbors", "per_type_energy_shifts", "per_type_energy_scales")}
-    model["model_dtype"] = "float32"
-    return OmegaConf.create(
-        {
-            "output_dir": str(out),
-            "seed": 0,
-            "data": {"path": str(data), "split": {"train": 0.8, "val": 0.1, "test": 0.1}, "batch_size": 4},
-            "model": model,
-            "loss": {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0},
-            "optimizer": {"_target_": "torch.optim.Adam", "lr": 0.01},
-            "lr_scheduler": None,
-            "sam": {"rho": rho},
-            "trainer": {"max_epochs": epochs},
-        }
-    )
+    return tiny_train_config(data, out, epochs=epochs, rho=rho, model_dtype="float32")
 
 
 def val_losses(out):
