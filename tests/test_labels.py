@@ -90,3 +90,9 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch):
     assert [a.info["source_index"] for a in labelled] == [0, 1, 3]
     failure = json.loads((tmp_path / "out.extxyz.parts" / "00002.failed.json").read_text())
     assert "overlapping" in failure["reason"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "out.extxyz.parts")  # a fresh clone keeps only the assembled output
+    fourth = label_module.label_file(structures, out, progress=False)
+    assert calls == [0, 1, 2, 3, 2] and fourth["labelled"] == 0  # only the failed frame is retried
+    assert [a.info["source_index"] for a in ase.io.read(out, ":")] == [0, 1, 3]

@@ -8,7 +8,8 @@ occupied (valence) orbitals assigned to the nearest owning atom.
 Work is kept per frame under ``<output>.parts/``: ``00012.extxyz`` for a done
 frame (written atomically), ``00012.failed.json`` for one that failed (with the
 reason). A rerun skips both, so a killed job loses nothing and labels nothing
-twice; ``<output>`` is reassembled from the parts after every frame.
+twice; ``<output>`` is reassembled from the parts after every frame, and parts
+are recreated from ``<output>`` when only it survived (a fresh clone).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
     output_path = Path(output_path)
     parts = output_path.with_name(output_path.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
+    _rehydrate(output_path, parts)
     _write_atomic(parts / "settings.json", json.dumps(asdict(settings), indent=1))
 
     def done(i):
@@ -172,6 +174,17 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
         assemble(parts, output_path)
     assemble(parts, output_path)
     return counts
+
+
+def _rehydrate(output_path: Path, parts: Path) -> None:
+    """Recreate part files from an assembled output (e.g. a fresh clone holds only the output)."""
+    if not output_path.exists() or output_path.stat().st_size == 0:
+        return
+    for atoms in ase.io.read(output_path, index=":", format="extxyz"):
+        index = atoms.info.get("source_index")
+        part = parts / f"{int(index):05d}.extxyz" if index is not None else None
+        if part is not None and not part.exists():
+            _write_atomic(part, _frame_text(atoms))
 
 
 def assemble(parts: Path, output_path: Path) -> int:
