@@ -53,8 +53,11 @@ def _set_text(element, text) -> None:
     element.text = f" {text} "
 
 
-def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port: int | None = None) -> tuple[Path, Path]:
-    """Write ``run_dir/input.xml`` from ``template``; returns (input, structure)."""
+def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port: int | None = None, n_drivers: int = 1) -> tuple[Path, Path]:
+    """Write ``run_dir/input.xml`` from ``template``; returns (input, structure).
+
+    The beads of a step are split into ``n_drivers`` equal batches, one per driver.
+    """
     tree = ET.parse(template)
     root = tree.getroot()
     init = root.find("system/initialize")
@@ -85,7 +88,7 @@ def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port:
     nbeads = int(init.get("nbeads", "1"))
     batch = ff.find("batch_size")
     if batch is not None:
-        _set_text(batch, max(nbeads, 1))
+        _set_text(batch, max(-(-nbeads // n_drivers), 1))
     if settings.temperature is not None:
         _set_text(root.find("system/ensemble/temperature"), settings.temperature)
         vel = init.find("velocities")
@@ -183,7 +186,7 @@ def run_simulation(
             inet_port = _rewrite_restart_port(restart, inet_port or _free_port())
         ipi_args, steps = [restart.name], total_steps(restart)
     else:
-        input_xml, structure = write_input(Path(template), run_dir, settings or RunSettings(), inet_port)
+        input_xml, structure = write_input(Path(template), run_dir, settings or RunSettings(), inet_port, n_drivers)
         ipi_args, steps = [input_xml.name], total_steps(input_xml)
     sock_path = Path("/tmp/ipi_" + socket_name(run_dir))
     if inet_port is None and sock_path.exists():

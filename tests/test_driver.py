@@ -195,3 +195,14 @@ def test_non_finite_model_output_is_never_sent(tiny_model_file):
     driver = LegatoDriver(potential=Broken(), symbols=["H", "H"], periodic=False)
     with pytest.raises(FloatingPointError):
         driver(np.eye(3) * 20, np.array([[0.0, 0, 0], [1.5, 0, 0]]))
+
+
+def test_two_driver_processes_share_the_beads(tmp_path, tiny_model_file):
+    extra = LEGATO + ["serve", str(tiny_model_file), "--reconnect", "0"]
+    settings = RunSettings(nbeads=4, total_steps=60, stride=1000)
+    run_dir = run_simulation(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "two", model_driver(tiny_model_file), settings, n_drivers=2, extra_driver_cmd=extra, progress=False)
+    log = (run_dir / "ipi.log").read_text()
+    assert log.count("Handshaking was successful") == 2
+    served = int(log.split("served ")[1].split()[0])  # the helper's summary line
+    assert 0 < served < 4 * 61
+    np.testing.assert_array_equal(steps_in(run_dir / "simulation.out"), np.arange(0, 61, 10))
