@@ -202,6 +202,8 @@ def run_simulation(
         for _ in range(n_drivers - 1):
             cmd = [*extra_driver_cmd, "-s", str(structure), "--inet", f"localhost:{inet_port}"]
             helpers.append(subprocess.Popen(cmd, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent))
+    if helpers:
+        _wait_for_clients(run_dir / "ipi.log", len(helpers), timeout=120)
     bar = _Progress(run_dir / "simulation.out", steps, progress)
     bar.start()
     try:
@@ -223,6 +225,16 @@ def run_simulation(
     if outcome != "exit" or code != 0:
         raise RuntimeError(f"i-PI stopped before the end (exit code {code}); see {run_dir / 'ipi.log'}; run again to resume")
     return run_dir
+
+
+def _wait_for_clients(log: Path, n: int, timeout: float) -> None:
+    """Wait until i-PI logged ``n`` client handshakes, so every driver gets work from step 0."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text(errors="replace").count("Handshaking was successful") >= n:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the extra driver processes did not connect to i-PI within {timeout:.0f} s; see {log}")
 
 
 def _ipi_executable() -> str:
