@@ -92,11 +92,15 @@ def ins_spectrum(
     angles_deg=(45.0, 135.0),
     relative_resolution: float = 0.012,
     max_energy_mev: float = 500.0,
+    min_energy_mev: float = 2.0,
     two_phonon: bool = True,
     max_lag: int | None = None,
 ) -> dict:
     """VISION-like S(E) (arbitrary units, both analyser banks summed) with its parts.
 
+    The centre-of-mass velocity is removed first (a periodic cell's rigid drift is
+    no phonon), and energies below ``min_energy_mev`` (VISION's lower limit, ~2 meV)
+    are zeroed, where g(E)/E of a finite cell is noise.
     Returns energy (meV), wavenumber (cm^-1), ``total`` (broadened), ``one_phonon``,
     ``two_phonon``, ``h_weighted_dos``, per-species ``u2`` (A^2) and the Q lines.
     """
@@ -104,6 +108,10 @@ def ins_spectrum(
     unknown = sorted(set(symbols) - set(SIGMA_INC))
     if unknown:
         raise ValueError(f"no incoherent cross section for {unknown}; add it to legato.analysis.ins.SIGMA_INC")
+    masses = np.array([atomic_masses[atomic_numbers[s]] if s != "D" else 2.014 for s in symbols])
+    velocities = np.asarray(velocities, float)
+    com = np.einsum("n,...nk->...k", masses, velocities) / masses.sum()
+    velocities = velocities - com[..., None, :]
     dos = partial_dos(velocities, symbols, dt_fs, max_lag=max_lag)
     u2 = mean_square_displacement(positions, symbols)
     energy_all = next(iter(dos.values()))[0]
@@ -119,7 +127,7 @@ def ins_spectrum(
         mass = atomic_masses[atomic_numbers[s]] if s != "D" else 2.014
         g = g[keep]
         weighted_dos += n_s * SIGMA_INC[s] * g
-        a = g / energy * _bose_plus_one(energy, temperature)
+        a = np.where(energy >= min_energy_mev, g / energy * _bose_plus_one(energy, temperature), 0.0)
         a2 = np.convolve(a, a)[: len(energy)] * de
         # a2 lives on the grid E_k = (k + 2) dE (both factors start at dE): shift by one bin
         a2 = np.concatenate([[0.0], a2[:-1]])

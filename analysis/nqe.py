@@ -36,7 +36,7 @@ def find_peaks_with_errors(x, y, block_spectra, prominence: float = 0.08, search
     return peaks
 
 
-def match_peaks(classical: list[Peak], quantum: list[Peak], tolerance: float = 0.12) -> list[dict]:
+def match_peaks(classical: list[Peak], quantum: list[Peak], tolerance: float = 0.15) -> list[dict]:
     """Pair each classical peak with the nearest PIMD peak within ``tolerance`` (relative)."""
     rows = []
     for c in classical:

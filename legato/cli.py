@@ -377,7 +377,7 @@ def _print_nqe(result: dict) -> None:
 
 DEMO = {
     # (template, beads, steps) at 0.5 fs; frames every 2 steps (1 fs)
-    "quick": {"structure": "nh3_phase_i.xyz", "classical": 4000, "pimd": 1600, "beads": 8},
+    "quick": {"structure": "nh3_phase_i.xyz", "classical": 10000, "pimd": 4000, "beads": 8},
     "production": {"structure": "nh3_phase_i_2x2x2.xyz", "classical": 40000, "pimd": 40000, "beads": 32},
 }
 
@@ -392,8 +392,8 @@ def demo(
 ):
     """The main job: solid ammonia, classical MD and TRPMD through i-PI, IR + INS spectra, NQE table.
 
-    Quick settings (default): 16-atom cell, classical 2 ps, TRPMD 8 beads 0.8 ps,
-    a few minutes on 2 cores. Runs resume if interrupted; finished runs are reused.
+    Quick settings (default): 16-atom cell, classical 5 ps, TRPMD 8 beads 2 ps,
+    about 5 minutes on 2 cores. Runs resume if interrupted; finished runs are reused.
     """
     from legato.analysis.pipeline import compare_runs
     from legato.driver.pes import LegatoDriver

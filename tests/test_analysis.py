@@ -101,9 +101,9 @@ def test_two_phonon_weight_of_an_einstein_oscillator():
     """For g = delta(E - E0) at T -> 0: S2/S1 = x/2 with x = hbar^2 Q^2 / (2 m E0) (Poisson series)."""
     e0_cm, dt = 800.0, 0.5
     t = np.arange(40000) * dt
-    v = np.cos(2 * np.pi * C_CM_PER_FS * e0_cm * t)[:, None, None] * np.array([1.0, 0.0, 0.0])
-    positions = np.zeros((len(t), 1, 3))
-    r = ins_spectrum(v, positions, ["H"], dt, temperature=1.0, angles_deg=(45.0,), max_energy_mev=400.0)
+    v = np.cos(2 * np.pi * C_CM_PER_FS * e0_cm * t)[:, None, None] * np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])  # H2-like: no drift
+    positions = np.zeros((len(t), 2, 3))
+    r = ins_spectrum(v, positions, ["H", "H"], dt, temperature=1.0, angles_deg=(45.0,), max_energy_mev=400.0)
     energy = r["energy"]
     e0 = e0_cm * INVCM_IN_MEV
     one = np.trapezoid(r["one_phonon"], energy)
