@@ -37,14 +37,17 @@ def find_peaks_with_errors(x, y, block_spectra, prominence: float = 0.08, search
 
 
 def match_peaks(classical: list[Peak], quantum: list[Peak], tolerance: float = 0.15) -> list[dict]:
-    """Pair each classical peak with the nearest PIMD peak within ``tolerance`` (relative)."""
-    rows = []
-    for c in classical:
-        if not quantum:
-            break
-        q = min(quantum, key=lambda p: abs(p.position - c.position))
-        if abs(q.position - c.position) > tolerance * c.position:
+    """Pair classical and PIMD peaks one to one, nearest pairs first, within ``tolerance`` (relative)."""
+    pairs = sorted(((abs(q.position - c.position), i, j) for i, c in enumerate(classical) for j, q in enumerate(quantum)), key=lambda t: t[0])
+    used_c, used_q, matched = set(), set(), []
+    for distance, i, j in pairs:
+        if i in used_c or j in used_q or distance > tolerance * classical[i].position:
             continue
+        used_c.add(i)
+        used_q.add(j)
+        matched.append((classical[i], quantum[j]))
+    rows = []
+    for c, q in sorted(matched, key=lambda m: m[0].position):
         rows.append(
             {
                 "classical_cm-1": round(c.position, 1),

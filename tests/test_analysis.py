@@ -133,3 +133,13 @@ def test_reader_rejects_truncated_frames_and_deduplicates_steps(tmp_path):
     s, d = read_extras(extras)
     assert list(s) == [0, 2]
     np.testing.assert_allclose(d[1], [0.0, 2.0 * 0.529177210903, 0.0], rtol=1e-6)
+
+
+def test_peaks_are_matched_one_to_one_nearest_first():
+    from legato.analysis.nqe import Peak, match_peaks
+
+    classical = [Peak(431.0, 1.0, 1.0), Peak(473.0, 1.0, 1.0), Peak(1290.0, 1.0, 1.0)]
+    quantum = [Peak(406.0, 1.0, 1.0), Peak(1130.0, 1.0, 1.0), Peak(3000.0, 1.0, 1.0)]
+    rows = match_peaks(classical, quantum)
+    assert [(r["classical_cm-1"], r["pimd_cm-1"]) for r in rows] == [(431.0, 406.0), (1290.0, 1130.0)]
+    assert rows[1]["shift_cm-1"] == -160.0
