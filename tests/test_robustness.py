@@ -87,3 +87,14 @@ def test_sharpness_of_a_quadratic_is_half_lambda_max_rho_squared():
     value = sharpness(lambda: 0.5 * w @ h @ w, [w], rho, restarts=3, steps=30)
     assert value == pytest.approx(0.5 * 3.0 * rho**2, rel=1e-3)
     assert torch.all(w == 0)  # weights restored
+
+
+def test_temperature_tolerance_covers_small_cell_fluctuations_only():
+    from legato.analysis.robustness import temperature_tolerance
+
+    c = FailureCriteria(temperature=400.0)
+    assert temperature_tolerance(c, 16) == pytest.approx(4 * 400 * np.sqrt(2 / 48))
+    assert temperature_tolerance(c, 10000) == 100.0
+    fluctuating = list(400 + 82 * np.random.default_rng(2).normal(size=40))  # sigma of 16 atoms at 400 K
+    assert check_failure(fluctuating, 0.95, True, c, n_atoms=16) is None
+    assert "temperature" in check_failure([1200.0] * 40, 0.95, True, c, n_atoms=16)
