@@ -1,6 +1,5 @@
 """The i-PI driver against real i-PI processes: physics, dipoles, restarts, bad input."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import ase.io
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from . import fields  # noqa: F401  (registers legato's data fields with nequip)
@@ -185,7 +184,6 @@ def prepare(cfg: DictConfig):
 def train(cfg: DictConfig, progress: bool = True) -> Path:
     """Train (or resume) the run described by ``cfg``; returns the model file path."""
     import lightning
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
