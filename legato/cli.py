@@ -503,6 +503,7 @@ def _sharpness(model: Path, data: Path, rho: float, restarts: int = 3, steps: in
     from legato.training.sharpness import model_loss, sharpness as estimate
 
     net, meta = load_model(model)
+    net.train()  # forces must stay differentiable w.r.t. the weights (no dropout/batch norm in Allegro)
     batch = frames_to_batch(load_dataset(data, meta["type_names"]), meta["type_names"], meta["r_max"])
     loss = model_loss(net, batch, {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0})
     params = [p for p in net.parameters() if p.requires_grad]

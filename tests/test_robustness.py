@@ -98,3 +98,20 @@ def test_temperature_tolerance_covers_small_cell_fluctuations_only():
     fluctuating = list(400 + 82 * np.random.default_rng(2).normal(size=40))  # sigma of 16 atoms at 400 K
     assert check_failure(fluctuating, 0.95, True, c, n_atoms=16) is None
     assert "temperature" in check_failure([1200.0] * 40, 0.95, True, c, n_atoms=16)
+
+
+def test_sharpness_of_a_force_model_is_positive_and_restores_weights(trained_model_file, synthetic_dataset):
+    import ase.io
+
+    from legato.training.modelfile import load_model
+    from legato.training.potential import frames_to_batch
+    from legato.training.sharpness import model_loss
+
+    net, meta = load_model(trained_model_file)
+    net.train()
+    batch = frames_to_batch(ase.io.read(synthetic_dataset, ":4"), meta["type_names"], meta["r_max"])
+    loss = model_loss(net, batch, {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0})
+    before = [p.detach().clone() for p in net.parameters()]
+    small, large = (sharpness(loss, list(net.parameters()), rho, restarts=1, steps=3) for rho in (0.01, 0.1))
+    assert 0 < small < large
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))

@@ -14,9 +14,9 @@ import torch
 def sharpness(loss_fn, params: list[torch.nn.Parameter], rho: float, restarts: int = 3, steps: int = 10, seed: int = 0) -> float:
     """Max of ``loss_fn() - L(w)`` over perturbations of norm <= rho (weights restored after)."""
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        base = float(loss_fn())
-        origin = [p.detach().clone() for p in params]
+    # losses are evaluated with autograd on: force models differentiate inside the loss
+    base = float(loss_fn().detach())
+    origin = [p.detach().clone() for p in params]
     best = 0.0
     for _ in range(restarts):
         e = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
@@ -28,7 +28,7 @@ def sharpness(loss_fn, params: list[torch.nn.Parameter], rho: float, restarts: i
             for p in params:
                 p.grad = None
             loss = loss_fn()
-            best = max(best, float(loss) - base)
+            best = max(best, float(loss.detach()) - base)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             with torch.no_grad():
                 step = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
@@ -38,7 +38,7 @@ def sharpness(loss_fn, params: list[torch.nn.Parameter], rho: float, restarts: i
         with torch.no_grad():
             for p, o, d in zip(params, origin, e):
                 p.copy_(o + d)
-            best = max(best, float(loss_fn()) - base)
+        best = max(best, float(loss_fn().detach()) - base)
     with torch.no_grad():
         for p, o in zip(params, origin):
             p.copy_(o)
