@@ -88,10 +88,16 @@ def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int,
 
 
 def load_results(path) -> list[TrajectoryResult]:
+    """Finished trajectories, one per (N, seed) (the first record wins)."""
     path = Path(path)
     if not path.exists():
         return []
-    return [TrajectoryResult(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    results: dict = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = TrajectoryResult(**json.loads(line))
+            results.setdefault((r.n_atoms, r.seed), r)
+    return list(results.values())
 
 
 def append_result(path, result: TrajectoryResult) -> None:

@@ -443,10 +443,10 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
         fail(f"--sizes {unknown} not available; use cell multipliers from {sorted(SUPERCELLS)}")
     calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
     criteria = FailureCriteria(temperature=temperature)
-    todo = [(k, seed) for k in multipliers for seed in range(seeds) if (16 * k, seed) not in done]
+    todo = [(k, 1000 * k + seed) for k in multipliers for seed in range(seeds) if (16 * k, 1000 * k + seed) not in done]
     for k, seed in tqdm(todo, desc=f"failure {model_path.name}", unit="traj", disable=not progress):
         atoms = ammonia_phase_i(5.13, SUPERCELLS[k])
-        append_result(results_file, run_trajectory(atoms, calc, criteria, max_steps, seed=1000 * k + seed))
+        append_result(results_file, run_trajectory(atoms, calc, criteria, max_steps, seed=seed))
     return load_results(results_file)
 
 

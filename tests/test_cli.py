@@ -50,3 +50,17 @@ def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_mode
         assert (tmp_path / "nqe" / f"{kind}_nqe.png").stat().st_size > 10000
         assert (tmp_path / "nqe" / f"{kind}_nqe_shifts.csv").read_text().startswith("classical_cm-1")
     assert "IR: figure" in nqe.stdout and "INS: figure" in nqe.stdout
+
+
+def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
+    import json
+
+    args = ["failure", trained_model_file, "-o", tmp_path, "--sizes", "1", "--seeds", "2", "--max-steps", "20", "--temperature", "100"]
+    first = legato(*args)
+    assert first.returncode == 0, first.stderr
+    results = tmp_path / Path(trained_model_file).name.split(".")[0] / "trajectories.jsonl"
+    assert len(results.read_text().splitlines()) == 2
+    second = legato(*args)
+    assert second.returncode == 0 and len(results.read_text().splitlines()) == 2
+    assert {json.loads(line)["seed"] for line in results.read_text().splitlines()} == {1000, 1001}
+    assert "N =   16" in second.stdout
