@@ -154,15 +154,16 @@ def plot_failure(path, series: dict, title: str = "time to failure") -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
-    for (label, results), color in zip(series.items(), ("tab:blue", "tab:red", "tab:green")):
+    for (label, results), color, marker in zip(series.items(), ("tab:blue", "tab:red", "tab:green"), ("^", "v", "s")):
         times = failure_times(results)
         n = np.array([k for k, t in times.items() if np.isfinite(t)])
         t = np.array([times[k] for k in n])
         beta, lo, hi = bootstrap_beta(results, n_boot=500)
-        ax.loglog(n, t, "o", color=color, label=f"{label}: beta = {beta:.2f} [{lo:.2f}, {hi:.2f}]")
+        fit = f"beta = {beta:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(beta) else "beta undetermined"
+        ax.loglog(n, t, "o", color=color, label=f"{label}: {fit}")
         censored = [k for k, v in times.items() if not np.isfinite(v)]
-        if censored:
-            ax.loglog(censored, [max(r.steps for r in results if r.n_atoms == k) for k in censored], "^", color=color, mfc="none")
+        if censored:  # no failure at this size: open marker at the steps survived (a lower bound)
+            ax.loglog(censored, [max(r.steps for r in results if r.n_atoms == k) for k in censored], marker, color=color, mfc="none", label=f"{label}: no failure (lower bound)")
         if len(n) >= 2:
             _, a = fit_beta(times)
             grid = np.geomspace(n.min(), n.max(), 20)
