@@ -194,7 +194,7 @@ def run_simulation(
     driver = driver_factory(structure)
     ipi_log = open(run_dir / "ipi.log", "a")
     ipi = subprocess.Popen(
-        [_ipi_executable(), *ipi_args], cwd=run_dir, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        [sys.executable, "-m", "legato.driver.ipi_main", *ipi_args], cwd=run_dir, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
     )
     helpers = []
     if n_drivers > 1:
@@ -234,12 +234,6 @@ def _wait_for_clients(log: Path, n: int, timeout: float) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"the extra driver processes did not connect to i-PI within {timeout:.0f} s; see {log}")
-
-
-def _ipi_executable() -> str:
-    """i-PI's launcher next to this Python (a venv need not be activated)."""
-    beside = Path(sys.executable).parent / "i-pi"
-    return str(beside) if beside.exists() else (shutil.which("i-pi") or "i-pi")
 
 
 def _free_port() -> int:

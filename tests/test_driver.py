@@ -113,7 +113,7 @@ def test_killed_driver_restarted_loses_and_repeats_no_step(tmp_path, tiny_model_
     run_dir = tmp_path / "kill"
     run_dir.mkdir()
     xml, structure = write_input(TEMPLATES / "nh3_solid_pimd_nvt.xml", run_dir, RunSettings(nbeads=4, total_steps=300, stride=10))
-    ipi = subprocess.Popen([str(Path(sys.executable).parent / "i-pi"), xml.name], cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ipi = subprocess.Popen([sys.executable, "-m", "legato.driver.ipi_main", xml.name], cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     serve = LEGATO + ["serve", str(tiny_model_file), "-s", str(structure), "-u", socket_name(run_dir)]
     try:
         first = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
