@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.training.dataset import closest_approach
+
 
 @dataclass
 class FailureCriteria:
@@ -79,9 +81,7 @@ def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int,
             finite = False
         steps += check_every
         temperatures.append(atoms.get_temperature())
-        d = atoms.get_all_distances(mic=True)
-        d[np.diag_indices(n)] = np.inf
-        reason = check_failure(temperatures, float(d.min()) if finite else 0.0, finite, criteria, judge_temperature=steps > criteria.grace_steps, n_atoms=n)
+        reason = check_failure(temperatures, closest_approach(atoms) if finite else 0.0, finite, criteria, judge_temperature=steps > criteria.grace_steps, n_atoms=n)
         if reason:
             return TrajectoryResult(n, seed, steps, True, reason)
     return TrajectoryResult(n, seed, steps, False, "survived")

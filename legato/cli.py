@@ -111,14 +111,13 @@ def merge(
     import ase.io
     import numpy as np
 
-    from legato.training.dataset import DatasetError, load_dataset, validate_frames
+    from legato.training.dataset import DatasetError, closest_approach, load_dataset, validate_frames
 
     kept, dropped = [], 0
     try:
         for path in inputs:
             for atoms in load_dataset(path):
-                d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))[np.triu_indices(len(atoms), 1)]
-                if d.min() < min_distance or np.abs(atoms.get_forces()).max() > max_force:
+                if closest_approach(atoms) < min_distance or np.abs(atoms.get_forces()).max() > max_force:
                     dropped += 1
                     continue
                 atoms.info["source_file"] = path.name
@@ -219,6 +218,18 @@ def _potential_spec(spec: str, symbols):
     raise ValueError(f"unknown analytic potential '{name}' (use harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1/0-2)")
 
 
+def _make_driver(structure, model=None, potential: Optional[str] = None, periodic: bool = True):
+    """The i-PI PES for a model file, or for an analytic potential spec (then ``model`` is unused)."""
+    from legato.driver.pes import LegatoDriver
+
+    if potential:
+        import ase.io
+
+        symbols = ase.io.read(structure).get_chemical_symbols()
+        return LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
+    return LegatoDriver(model=str(model), structure=str(structure), periodic=periodic)
+
+
 @app.command()
 def serve(
     model: Optional[Path] = typer.Argument(None, help="model file (default: the shipped SAM model)"),
@@ -235,20 +246,13 @@ def serve(
 
     from legato.driver.checks import InputError
     from legato.driver.client import serve as serve_ipi
-    from legato.driver.pes import LegatoDriver
     from legato.training.modelfile import ModelFileError
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     if (unix is None) == (inet is None):
         fail("give exactly one of --unix NAME or --inet HOST:PORT")
     try:
-        if potential:
-            import ase.io
-
-            symbols = ase.io.read(structure).get_chemical_symbols()
-            driver = LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
-        else:
-            driver = LegatoDriver(model=str(model or default_model()), structure=str(structure), periodic=periodic)
+        driver = _make_driver(structure, None if potential else model or default_model(), potential, periodic)
         if unix is not None:
             outcome = serve_ipi(driver, unix, unix=True, reconnect_wait=reconnect, connect_wait=connect_wait)
         else:
@@ -284,7 +288,6 @@ def run(
 ):
     """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART."""
     from legato.driver.checks import InputError
-    from legato.driver.pes import LegatoDriver
     from legato.driver.run import RunSettings, run_simulation
     from legato.training.modelfile import ModelFileError
 
@@ -295,12 +298,7 @@ def run(
     model_path = str(model or default_model()) if potential is None else None
 
     def factory(structure):
-        if potential:
-            import ase.io
-
-            symbols = ase.io.read(structure).get_chemical_symbols()
-            return LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
-        return LegatoDriver(model=model_path, structure=str(structure), periodic=periodic)
+        return _make_driver(structure, model_path, potential, periodic)
 
     extra = [sys.executable, "-m", "legato.cli", "serve", model_path or "", "--reconnect", "0"]
     if potential:
@@ -396,14 +394,13 @@ def demo(
     about 5 minutes on 2 cores. Runs resume if interrupted; finished runs are reused.
     """
     from legato.analysis.pipeline import compare_runs
-    from legato.driver.pes import LegatoDriver
     from legato.driver.run import RunSettings, is_finished, run_simulation
 
     plan = DEMO["production" if production else "quick"]
     model_path = Path(model or default_model())
     _print_model(model_path)
     structure = TEMPLATES / plan["structure"]
-    factory = lambda s: LegatoDriver(model=str(model_path), structure=str(s))  # noqa: E731
+    factory = lambda s: _make_driver(s, model_path)  # noqa: E731
     runs = {
         "classical": ("nh3_solid_classical_nvt.xml", RunSettings(nbeads=1, temperature=temperature, total_steps=plan["classical"], stride=2, seed=1, structure=structure)),
         "pimd": ("nh3_solid_trpmd.xml", RunSettings(nbeads=plan["beads"], temperature=temperature, total_steps=plan["pimd"], stride=2, seed=2, structure=structure)),

@@ -68,6 +68,14 @@ def frame_dipole(atoms: ase.Atoms):
     return None
 
 
+def closest_approach(atoms: ase.Atoms) -> float:
+    """Smallest interatomic distance (A), minimum image when periodic; inf below two atoms."""
+    n = len(atoms)
+    if n < 2:
+        return float("inf")
+    return float(atoms.get_all_distances(mic=bool(atoms.pbc.any()))[np.triu_indices(n, 1)].min())
+
+
 def validate_frame(atoms: ase.Atoms, where: str, species: Sequence[str] | None = None) -> None:
     """Raise :class:`DatasetError` naming the first problem of one frame."""
     n = len(atoms)
@@ -93,11 +101,9 @@ def validate_frame(atoms: ase.Atoms, where: str, species: Sequence[str] | None =
         raise DatasetError(f"{where}: positions hold NaN or inf")
     if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-6:
         raise DatasetError(f"{where}: periodic frame with a singular cell (set a cell or pbc=False)")
-    if n > 1:
-        d = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
-        d = d[np.triu_indices(n, 1)]
-        if d.min() < MIN_DISTANCE:
-            raise DatasetError(f"{where}: atoms {d.min():.3f} A apart (< {MIN_DISTANCE} A): overlapping atoms")
+    closest = closest_approach(atoms)
+    if closest < MIN_DISTANCE:
+        raise DatasetError(f"{where}: atoms {closest:.3f} A apart (< {MIN_DISTANCE} A): overlapping atoms")
 
 
 def validate_frames(frames: Iterable[ase.Atoms], species: Sequence[str] | None = None, name: str = "data") -> None:

@@ -31,7 +31,8 @@ def test_errors(model, metadata: dict, frames) -> dict:
     w_err = np.concatenate(
         [(p["wannier_disp"] - a.arrays[WANNIER_DISP])[a.arrays[WANNIER_COUNT] > 0].ravel() for p, a in zip(pred, frames)]
     )
-    mu_err = np.concatenate([p["dipole"] - frame_dipole(a) for p, a in zip(pred, frames) if frame_dipole(a) is not None] or [np.zeros(0)])
+    dipoles = [(p["dipole"], frame_dipole(a)) for p, a in zip(pred, frames)]
+    mu_err = np.concatenate([predicted - stored for predicted, stored in dipoles if stored is not None] or [np.zeros(0)])
     return {
         "n_frames": len(frames),
         "energy_mae_meV_per_atom": 1e3 * float(np.mean(np.abs(e_err))),

@@ -27,7 +27,7 @@ import numpy as np
 
 from legato.units import BOHR_IN_ANGSTROM, FORCE_AU_IN_EV_PER_ANGSTROM, HARTREE_IN_EV
 
-from .dataset import MIN_DISTANCE, dipole_from_wannier
+from .dataset import MIN_DISTANCE, closest_approach, dipole_from_wannier
 from .fields import VALENCE_CHARGE, WANNIER_COUNT, WANNIER_DISP
 from .wannier import assign_centres, wannier_centres
 
@@ -74,9 +74,9 @@ def label_frame(atoms: ase.Atoms, s: DFTSettings) -> ase.Atoms:
     import pyscf
     from pyscf.pbc import dft
 
-    d = atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)]
-    if d.min() < MIN_DISTANCE:
-        raise ValueError(f"atoms {d.min():.2f} A apart: not worth a DFT calculation (overlapping atoms)")
+    closest = closest_approach(atoms)
+    if closest < MIN_DISTANCE:
+        raise ValueError(f"atoms {closest:.2f} A apart: not worth a DFT calculation (overlapping atoms)")
     cell = _cell(atoms, s)
     mf = dft.RKS(cell, xc=s.xc).multigrid_numint()
     mf.conv_tol = s.conv_tol

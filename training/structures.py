@@ -12,6 +12,8 @@ import numpy as np
 from ase.build import molecule
 from ase.spacegroup import crystal
 
+from .dataset import closest_approach
+
 AMMONIA_PHASE_I = {
     "spacegroup": 198,
     "symbols": ["N", "H"],
@@ -94,7 +96,6 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
     than ``min_distance`` A (far outside thermal motion) is redrawn.
     """
     rng = np.random.default_rng(seed)
-    periodic = bool(atoms.pbc.any())
     frames = []
     while len(frames) < n:
         new = atoms.copy()
@@ -102,7 +103,7 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
             new.set_cell(new.cell * (1 + rng.uniform(-strain, strain)), scale_atoms=True)
         scale = stdev * (1.008 / new.get_masses()) ** 0.25
         new.positions += rng.normal(size=new.positions.shape) * scale[:, None]
-        if len(new) > 1 and new.get_all_distances(mic=periodic)[np.triu_indices(len(new), 1)].min() < min_distance:
+        if closest_approach(new) < min_distance:
             continue
         frames.append(new)
     return frames

@@ -220,7 +220,8 @@ def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, typ
     state = torch.load(best if best.exists() else last, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     model = module.model["sole_model"].eval()
-    test_frames = ase.io.read(paths["test"], index=":", format="extxyz")
+    split_frames = {name: ase.io.read(p, index=":", format="extxyz") for name, p in paths.items()}
+    test_frames = split_frames["test"]
     metadata = {
         "type_names": type_names,
         "r_max": float(cfg.model["r_max"]),
@@ -232,7 +233,7 @@ def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, typ
         "valence_charge": per_species_table(frames, fields.VALENCE_CHARGE),
         "wannier_count": per_species_table(frames, fields.WANNIER_COUNT),
         "epochs": epochs,
-        "n_frames": {name: len(ase.io.read(p, index=":", format="extxyz")) for name, p in paths.items()},
+        "n_frames": {name: len(split) for name, split in split_frames.items()},
     }
     model_config["_target_"] = "legato.training.model.AllegroWannierModel"
     metadata["test_errors"] = test_errors(model, metadata, test_frames)
