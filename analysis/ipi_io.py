@@ -84,6 +84,24 @@ def read_xyz(path, allow_truncated: bool = False) -> tuple[np.ndarray, np.ndarra
     return steps, np.stack([frames[s] for s in steps]), symbols
 
 
+def is_ipi_xyz(path) -> bool:
+    """True for an i-PI xyz trajectory (its comment lines carry CELL(abcABC))."""
+    with open(path) as f:
+        f.readline()
+        return "CELL(abcABC)" in f.readline()
+
+
+def read_frames(path) -> list:
+    """An i-PI xyz trajectory as ``ase.Atoms`` (Angstrom, periodic when it has a cell), info ``step``."""
+    import ase
+
+    frames = []
+    for step, cellpar, positions, symbols in iter_xyz(path):
+        periodic = bool(np.all(cellpar[:3] > 0))
+        frames.append(ase.Atoms(symbols, positions=positions, cell=cellpar if periodic else None, pbc=periodic, info={"step": step}))
+    return frames
+
+
 def read_extras(path, key: str = "dipole") -> tuple[np.ndarray, np.ndarray]:
     """i-PI extras file (one JSON value per step, i-PI writes them as arrays) -> (steps, values).
 

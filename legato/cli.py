@@ -58,6 +58,7 @@ def label(
     pseudo: str = typer.Option("gth-pbe"),
     dispersion: str = typer.Option("d3bj", help="d3bj | d3zero | none"),
     ke_cutoff: Optional[float] = typer.Option(None, help="plane-wave cutoff, hartree (default: PySCF's)"),
+    wannier_order: int = typer.Option(2, help="Berry-phase estimator: 1 = Resta/Silvestrelli (CP2K), 2 = G and 2G extrapolated (Boys centres to O(1/L^4))"),
     limit: Optional[int] = typer.Option(None, help="label at most this many new frames"),
 ):
     """DFT energies, forces and Wannier centres with PySCF (resumes where it stopped)."""
@@ -65,8 +66,13 @@ def label(
 
     if not input.exists():
         fail(f"{input}: no such structure file")
-    settings = DFTSettings(xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion == "none" else dispersion, ke_cutoff=ke_cutoff)
-    counts = label_file(input, output, settings, limit=limit)
+    if wannier_order not in (1, 2):
+        fail(f"--wannier-order {wannier_order}: use 1 or 2")
+    settings = DFTSettings(xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion == "none" else dispersion, ke_cutoff=ke_cutoff, wannier_order=wannier_order)
+    try:
+        counts = label_file(input, output, settings, limit=limit)
+    except ValueError as exc:
+        fail(str(exc))
     typer.echo(f"{output}: {counts}")
 
 
@@ -75,20 +81,23 @@ def select(
     models: List[Path] = typer.Argument(..., help="a committee of model files (e.g. trained with seed=0,1,2)"),
     frames: Path = typer.Option(..., "-f", "--frames", help="candidate structures: extxyz, or an i-PI positions file (pos_*.xyz)"),
     output: Path = typer.Option(..., "-o", "--output", help="structures to label next (extxyz)"),
-    n: int = typer.Option(20, help="how many frames to pick"),
-    cell: Optional[float] = typer.Option(None, help="cubic cell edge (A) for i-PI xyz frames without one"),
+    n: int = typer.Option(20, "-n", "--n", help="how many frames to pick"),
+    cell: Optional[float] = typer.Option(None, help="cubic cell edge (A) for frames that carry none (i-PI xyz frames carry theirs)"),
     min_separation: int = typer.Option(5, help="minimum index distance between picked frames (decorrelation)"),
 ):
     """Active learning: pick the frames where a committee of models disagrees most (then `legato label`)."""
     import ase.io
     import numpy as np
 
+    from legato.analysis.ipi_io import is_ipi_xyz, read_frames
     from legato.training.potential import ModelPotential
     from legato.training.select import force_disagreement, select_frames
 
     if len(models) < 2:
         fail("a committee needs at least two models")
-    candidates = ase.io.read(frames, ":")
+    if not frames.exists():
+        fail(f"{frames}: no such file")
+    candidates = read_frames(frames) if is_ipi_xyz(frames) else ase.io.read(frames, ":")
     for atoms in candidates:
         if cell is not None:
             atoms.set_cell(np.eye(3) * cell)
@@ -423,23 +432,41 @@ def demo(
 SUPERCELLS = {1: (1, 1, 1), 2: (2, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2), 16: (4, 2, 2), 27: (3, 3, 3)}
 
 
+def _check_study(out: Path, study: dict) -> None:
+    """Record a failure study's settings in ``out``; refuse to resume it with other settings."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / "study.json"
+    if record.exists():
+        before = json.loads(record.read_text())
+        differ = {k: (before.get(k), v) for k, v in study.items() if before.get(k) != v}
+        if differ:
+            fail(f"{out} holds a study with other settings {differ} (before, now): pass the same ones to resume, or -o a new folder")
+    else:
+        record.write_text(json.dumps(study, indent=1))
+
+
 def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, progress: bool = True):
     """Run (or resume) the failure trajectories of one model; returns the results."""
     from tqdm import tqdm
 
+    from dataclasses import asdict
+
     from legato.analysis.robustness import FailureCriteria, append_result, load_results, run_trajectory
+    from legato.training.dataset import file_sha256
     from legato.training.potential import LegatoCalculator, ModelPotential
     from legato.training.structures import ammonia_phase_i
 
-    out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "trajectories.jsonl"
-    done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
     multipliers = [int(k) for k in sizes.split(",")]
     unknown = [k for k in multipliers if k not in SUPERCELLS]
     if unknown:
         fail(f"--sizes {unknown} not available; use cell multipliers from {sorted(SUPERCELLS)}")
-    calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
     criteria = FailureCriteria(temperature=temperature)
+    _check_study(out, {"model_sha256": file_sha256(model_path), "max_steps": max_steps, **asdict(criteria)})
+    results_file = out / "trajectories.jsonl"
+    done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
+    calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
     todo = [(k, 1000 * k + seed) for k in multipliers for seed in range(seeds) if (16 * k, 1000 * k + seed) not in done]
     for k, seed in tqdm(todo, desc=f"failure {model_path.name}", unit="traj", disable=not progress):
         atoms = ammonia_phase_i(5.13, SUPERCELLS[k])

@@ -143,3 +143,20 @@ def test_peaks_are_matched_one_to_one_nearest_first():
     rows = match_peaks(classical, quantum)
     assert [(r["classical_cm-1"], r["pimd_cm-1"]) for r in rows] == [(431.0, 406.0), (1290.0, 1130.0)]
     assert rows[1]["shift_cm-1"] == -160.0
+
+
+def test_ipi_frames_keep_their_cell_in_angstrom(tmp_path):
+    """i-PI xyz comments carry the cell; a frame in bohr comes back in Angstrom, periodic."""
+    from legato.analysis.ipi_io import is_ipi_xyz, read_frames
+
+    path = tmp_path / "pos_0.xyz"
+    path.write_text("2\n# CELL(abcABC): 10 10 12 90 90 90 Step: 4 Bead: 0 positions{atomic_unit} cell{atomic_unit}\nN 0 0 1\nH 1 0 0\n")
+    assert is_ipi_xyz(path)
+    (atoms,) = read_frames(path)
+    bohr = 0.529177210903
+    np.testing.assert_allclose(atoms.cell.cellpar(), [10 * bohr, 10 * bohr, 12 * bohr, 90, 90, 90], rtol=1e-6)
+    np.testing.assert_allclose(atoms.positions[1], [bohr, 0, 0], rtol=1e-6)
+    assert atoms.pbc.all() and atoms.info["step"] == 4 and atoms.get_chemical_symbols() == ["N", "H"]
+    plain = tmp_path / "plain.xyz"
+    plain.write_text("1\nan ordinary xyz\nH 0 0 0\n")
+    assert not is_ipi_xyz(plain)

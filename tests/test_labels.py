@@ -37,20 +37,40 @@ def test_rattled_frames_stay_physical():
     assert closest >= 0.75
 
 
-def test_jacobi_localization_recovers_known_centres():
-    """Z_a = U diag(exp(-i G_a . r_k)) U^T for a random rotation U: centres r_k must come back."""
+@pytest.mark.parametrize("order", [1, 2])
+def test_jacobi_localization_recovers_known_centres(order):
+    """Z(mG_a) = U diag(exp(-i m G_a . r_k)) U^T for a random rotation U: centres r_k must come back."""
     rng = np.random.default_rng(0)
     lattice = np.diag([9.0, 10.0, 11.0])
     centres = rng.uniform(0, 1, size=(6, 3)) @ lattice
     reciprocal = 2 * np.pi * np.linalg.inv(lattice).T
-    phases = np.exp(-1j * centres @ reciprocal.T).T  # (3, n)
+    gs = np.concatenate([m * reciprocal for m in range(1, order + 1)])
+    phases = np.exp(-1j * centres @ gs.T).T  # (3 * order, n)
     u, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     z = np.einsum("ik,gk,jk->gij", u, phases, u)
-    _, z_loc, sweeps = jacobi_localize(z, spread_weights(lattice))
+    _, z_loc, sweeps = jacobi_localize(z, spread_weights(lattice, order))
     found = centres_from_z(z_loc, lattice) % np.diag(lattice)
     order = [np.argmin(np.linalg.norm(found - c, axis=1)) for c in centres]
     np.testing.assert_allclose(found[order], centres, atol=1e-8)
     assert sweeps < 50
+
+
+def test_second_order_centre_is_closer_to_the_centroid_of_a_skewed_orbital():
+    """A lopsided density (two Gaussians) in a box: order 1 misses its centroid by -G^2 kappa_3 / 6, order 2 by O(G^4)."""
+    box = 10.0
+    lattice = np.eye(3) * box
+    weights, means, sigma = np.array([0.7, 0.3]), np.array([4.8, 5.6]), 0.35  # A; centroid 5.04
+
+    def z_diag(g):  # <exp(-i g x)> of the density, the same along y and z
+        return np.sum(weights * np.exp(-1j * g * means - 0.5 * (g * sigma) ** 2))
+
+    centroid = weights @ means
+    g = 2 * np.pi / box
+    first = centres_from_z(np.full((3, 1, 1), z_diag(g)), lattice)[0, 0] % box
+    second = centres_from_z(np.concatenate([np.full((3, 1, 1), z_diag(g)), np.full((3, 1, 1), z_diag(2 * g))]), lattice)[0, 0] % box
+    kappa3 = weights @ (means - centroid) ** 3
+    assert first - centroid == pytest.approx(-(g**2) * kappa3 / 6, rel=0.25)  # the leading finite-box term
+    assert abs(second - centroid) < abs(first - centroid) / 5
 
 
 def test_centres_go_to_the_nearest_owner_across_the_boundary():
@@ -76,7 +96,9 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch):
         calls.append(atoms.info["source_index"])
         if atoms.get_all_distances(mic=True)[np.triu_indices(len(atoms), 1)].min() < 0.5:
             raise ValueError("overlapping atoms")
-        return analytic_labels(atoms)
+        labelled = analytic_labels(atoms)
+        labelled.info.update(settings.provenance())
+        return labelled
 
     monkeypatch.setattr(label_module, "label_frame", fake_label)
     out = tmp_path / "out.extxyz"
@@ -96,3 +118,6 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch):
     fourth = label_module.label_file(structures, out, progress=False)
     assert calls == [0, 1, 2, 3, 2] and fourth["labelled"] == 0  # only the failed frame is retried
     assert [a.info["source_index"] for a in ase.io.read(out, ":")] == [0, 1, 3]
+    with pytest.raises(ValueError, match="--wannier-order 2"):  # another estimator must not extend the file
+        label_module.label_file(structures, out, label_module.DFTSettings(wannier_order=1), progress=False)
+    assert calls == [0, 1, 2, 3, 2]

@@ -106,9 +106,21 @@ def validate_frame(atoms: ase.Atoms, where: str, species: Sequence[str] | None =
         raise DatasetError(f"{where}: atoms {closest:.3f} A apart (< {MIN_DISTANCE} A): overlapping atoms")
 
 
+def frame_provenance(info: dict) -> dict:
+    """Level of theory of a labelled frame; frames without ``wannier_order`` used order 1 (the first estimator)."""
+    return {"method": info.get("method"), "basis": info.get("basis"), "pseudo": info.get("pseudo"), "wannier_order": int(info.get("wannier_order", 1))}
+
+
 def validate_frames(frames: Iterable[ase.Atoms], species: Sequence[str] | None = None, name: str = "data") -> None:
+    """Each frame valid, and all from one level of theory (mixed labels would train a blend)."""
+    first = None
     for i, atoms in enumerate(frames):
         validate_frame(atoms, f"{name} frame {i}", species)
+        theory = frame_provenance(atoms.info)
+        first = first or theory
+        if theory != first:
+            differ = {k: (first[k], theory[k]) for k in theory if theory[k] != first[k]}
+            raise DatasetError(f"{name} frame {i}: labelled differently from frame 0 {differ}; relabel so that one data set has one level of theory")
 
 
 def load_dataset(path: str | Path, species: Sequence[str] | None = None) -> list[ase.Atoms]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from legato.units import BOHR_IN_ANGSTROM, FORCE_AU_IN_EV_PER_ANGSTROM, HARTREE_IN_EV
 
-from .dataset import MIN_DISTANCE, closest_approach, dipole_from_wannier
+from .dataset import MIN_DISTANCE, closest_approach, dipole_from_wannier, frame_provenance
 from .fields import VALENCE_CHARGE, WANNIER_COUNT, WANNIER_DISP
 from .wannier import assign_centres, wannier_centres
 
@@ -44,6 +44,16 @@ class DFTSettings:
     conv_tol: float = 1e-8  # hartree
     max_cycle: int = 60
     wannier_owners: list[str] = field(default_factory=lambda: ["H"])  # species that never own centres
+    wannier_order: int = 2  # Berry-phase estimator, see legato.training.wannier.spread_weights
+
+    def provenance(self) -> dict:
+        """What a labelled frame records about its method (and what resuming must match)."""
+        return {
+            "method": f"{self.xc.upper()}{'-' + self.dispersion.upper() if self.dispersion else ''}",
+            "basis": self.basis,
+            "pseudo": self.pseudo,
+            "wannier_order": self.wannier_order,
+        }
 
 
 class SCFNotConverged(RuntimeError):
@@ -93,7 +103,7 @@ def label_frame(atoms: ase.Atoms, s: DFTSettings) -> ase.Atoms:
         gradient = gradient + d3["gradient"]
 
     occupied = mf.mo_coeff[:, mf.mo_occ > 0]
-    centres = wannier_centres(cell, occupied) * BOHR_IN_ANGSTROM
+    centres = wannier_centres(cell, occupied, s.wannier_order) * BOHR_IN_ANGSTROM
     owners = np.array([sym not in s.wannier_owners for sym in atoms.get_chemical_symbols()])
     disp, count = assign_centres(atoms.positions, centres, atoms.cell.array, owners)
     valence = np.array([int(round(cell.atom_charge(i))) for i in range(len(atoms))])
@@ -109,13 +119,7 @@ def label_frame(atoms: ase.Atoms, s: DFTSettings) -> ase.Atoms:
     out.arrays[WANNIER_COUNT] = count
     out.arrays[VALENCE_CHARGE] = valence
     out.info["dipole"] = dipole_from_wannier(out.positions, valence, count, disp)
-    out.info.update(
-        method=f"{s.xc.upper()}{'-' + s.dispersion.upper() if s.dispersion else ''}",
-        basis=s.basis,
-        pseudo=s.pseudo,
-        code=f"pyscf {pyscf.__version__}",
-        scf_cycles=int(getattr(mf, "cycles", -1)),
-    )
+    out.info.update(s.provenance(), code=f"pyscf {pyscf.__version__}", scf_cycles=int(getattr(mf, "cycles", -1)))
     return out
 
 
@@ -146,6 +150,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
     parts = output_path.with_name(output_path.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
     _rehydrate(output_path, parts)
+    _check_same_method(parts, settings)
     _write_atomic(parts / "settings.json", json.dumps(asdict(settings), indent=1))
 
     def done(i):
@@ -185,6 +190,17 @@ def _rehydrate(output_path: Path, parts: Path) -> None:
         part = parts / f"{int(index):05d}.extxyz" if index is not None else None
         if part is not None and not part.exists():
             _write_atomic(part, _frame_text(atoms))
+
+
+def _check_same_method(parts: Path, settings: DFTSettings) -> None:
+    """Refuse to resume a data set with a different method: one file, one level of theory."""
+    wanted = settings.provenance()
+    for part in sorted(parts.glob("[0-9]*.extxyz"))[:1]:
+        have = frame_provenance(ase.io.read(part, format="extxyz").info)
+        differ = {k: have[k] for k in wanted if have[k] != wanted[k]}
+        if differ:
+            hint = f"--wannier-order {have['wannier_order']}" if set(differ) == {"wannier_order"} else "the same --xc/--basis/--pseudo/--dispersion"
+            raise ValueError(f"{parts.name[: -len('.parts')]} was labelled with {differ}, not {wanted}: continue it with {hint}, or label into a new file")
 
 
 def assemble(parts: Path, output_path: Path) -> int:

@@ -21,22 +21,33 @@ from __future__ import annotations
 import numpy as np
 
 
-def berry_phase_matrices(cell, orbitals: np.ndarray) -> np.ndarray:
-    """Z_a = C^T M_a C, shape (3, n_orb, n_orb), for the 3 reciprocal vectors of ``cell``."""
+def berry_phase_matrices(cell, orbitals: np.ndarray, order: int = 2) -> np.ndarray:
+    """Z = C^T M C for G_a (order 1) and also 2 G_a (order 2): shape (3 * order, n_orb, n_orb)."""
     from pyscf.pbc.df.ft_ao import ft_aopair
 
     lattice = cell.lattice_vectors()  # bohr, rows
     reciprocal = 2 * np.pi * np.linalg.inv(lattice).T
-    ao_pairs = ft_aopair(cell, reciprocal)  # (3, nao, nao): int exp(-iG.r) mu(r) nu(r)
+    gs = np.concatenate([m * reciprocal for m in range(1, order + 1)])
+    ao_pairs = ft_aopair(cell, gs)  # (3 * order, nao, nao): int exp(-iG.r) mu(r) nu(r)
     return np.einsum("mi,gmn,nj->gij", orbitals, ao_pairs, orbitals)
 
 
-def spread_weights(lattice: np.ndarray) -> np.ndarray:
-    """w_a = |A_a|^2 / (2 pi)^2, exact for orthorhombic cells."""
+def spread_weights(lattice: np.ndarray, order: int = 2) -> np.ndarray:
+    """Weights of sum_k w_k sum_i |Z_k,ii|^2, one per matrix of :func:`berry_phase_matrices`.
+
+    Order 1: w_a = |A_a|^2 / (2 pi)^2 (Resta/Silvestrelli; the spread to O(G^2)).
+    Order 2: Richardson extrapolation of G and 2G, (4/3) w_a and -(1/12) w_a, which
+    cancels the G^2 term, so the functional is the Boys spread to O(G^4).
+    """
     cos = lattice @ lattice.T / np.outer(np.linalg.norm(lattice, axis=1), np.linalg.norm(lattice, axis=1))
     if np.abs(cos - np.eye(3)).max() > 1e-8:
         raise ValueError("Berry-phase Wannier centres need an orthorhombic cell (use an orthorhombic supercell)")
-    return (np.linalg.norm(lattice, axis=1) / (2 * np.pi)) ** 2
+    w = (np.linalg.norm(lattice, axis=1) / (2 * np.pi)) ** 2
+    if order == 1:
+        return w
+    if order == 2:
+        return np.concatenate([4 / 3 * w, -1 / 12 * w])
+    raise ValueError(f"Berry-phase order must be 1 or 2, not {order}")
 
 
 def spread_functional(z: np.ndarray, weights: np.ndarray) -> float:
@@ -71,14 +82,15 @@ def jacobi_localize(z: np.ndarray, weights: np.ndarray, tol: float = 1e-10, max_
     n = z.shape[-1]
     u = np.eye(n) if start is None else start.copy()
     z0 = np.einsum("ip,gij,jq->gpq", u, z, u)
-    mats = np.concatenate([np.sqrt(weights)[:, None, None] * z0.real, np.sqrt(weights)[:, None, None] * z0.imag])
+    mats = np.concatenate([z0.real, z0.imag])
     mats = 0.5 * (mats + mats.transpose(0, 2, 1))
+    w = np.concatenate([weights, weights])  # may be negative (order 2): no square roots
     for sweep in range(1, max_sweeps + 1):
         largest = 0.0
         for p in range(n - 1):
             for q in range(p + 1, n):
                 g = np.stack([mats[:, p, p] - mats[:, q, q], 2 * mats[:, p, q]])
-                evals, evecs = np.linalg.eigh(g @ g.T)
+                evals, evecs = np.linalg.eigh((g * w) @ g.T)
                 x, y = evecs[:, 1]
                 if x < 0:
                     x, y = -x, -y
@@ -98,16 +110,25 @@ def jacobi_localize(z: np.ndarray, weights: np.ndarray, tol: float = 1e-10, max_
 
 
 def centres_from_z(z: np.ndarray, lattice: np.ndarray) -> np.ndarray:
-    """r_i = -(1/2pi) sum_a arg(Z_a,ii) A_a (same length unit as ``lattice``)."""
-    phases = np.angle(np.einsum("gii->gi", z))  # (3, n)
-    return -(phases.T / (2 * np.pi)) @ lattice
+    """Centres (same length unit as ``lattice``) from the diagonals of Z.
+
+    Order 1: s_a = -arg(Z_a,ii) / 2 pi, off the centroid by -G^2 kappa_3 / 6
+    (third cumulant of the orbital density). Order 2 (Z also at 2 G_a):
+    (4 s(G) - s(2G)) / 3 with s(2G) on the branch nearest s(G), exact to O(G^4).
+    """
+    diag = np.einsum("gii->gi", z)
+    frac = -np.angle(diag[:3]) / (2 * np.pi)  # (3, n)
+    if len(diag) == 6:
+        step = -np.angle(diag[3:] * np.conj(diag[:3]) ** 2) / (4 * np.pi)  # s(2G) - s(G), nearest branch
+        frac = frac - step / 3
+    return frac.T @ lattice
 
 
-def wannier_centres(cell, orbitals: np.ndarray) -> np.ndarray:
-    """Centres (n_orb, 3) in bohr of the orbitals (columns of ``orbitals``)."""
+def wannier_centres(cell, orbitals: np.ndarray, order: int = 2) -> np.ndarray:
+    """Centres (n_orb, 3) in bohr of the orbitals (columns of ``orbitals``); ``order`` see :func:`spread_weights`."""
     lattice = cell.lattice_vectors()
-    z = berry_phase_matrices(cell, orbitals)
-    _, z_loc = localize(z, spread_weights(lattice))
+    z = berry_phase_matrices(cell, orbitals, order)
+    _, z_loc = localize(z, spread_weights(lattice, order))
     return centres_from_z(z_loc, lattice)
 
 
