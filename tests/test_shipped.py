@@ -1,0 +1,47 @@
+"""The shipped models: they load, they are a fair SAM/Adam pair, and the model card's numbers reproduce."""
+
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+
+from legato.training.dataset import file_sha256, load_dataset
+from legato.training.evaluate import test_errors as compute_test_errors
+from legato.training.modelfile import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {"sam": ROOT / "models/sam.legato.pt", "adam": ROOT / "models/adam.legato.pt"}
+TEST_FRAMES = ROOT / "data/nh3_dft_test.extxyz"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return {name: load_model(path) for name, path in MODELS.items()}
+
+
+def test_sam_and_adam_differ_only_in_the_optimizer(shipped):
+    (_, sam), (_, adam) = shipped["sam"], shipped["adam"]
+    assert sam["method"] == "sam" and sam["rho"] > 0
+    assert adam["method"] == "adam" and adam["rho"] == 0
+    assert sam["dataset_sha256"] == adam["dataset_sha256"] == file_sha256(ROOT / "data/nh3_dft.extxyz")
+    assert sam["type_names"] == adam["type_names"] and sam["r_max"] == adam["r_max"]
+
+
+def test_held_out_frames_are_in_the_shipped_data_set():
+    data = ase.io.read(ROOT / "data/nh3_dft.extxyz", ":")
+    keys = {(len(a), round(a.get_potential_energy(), 6)) for a in data}
+    test = ase.io.read(TEST_FRAMES, ":")
+    assert all((len(a), round(a.get_potential_energy(), 6)) in keys for a in test)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_model_card_numbers_reproduce(shipped, name):
+    """`legato evaluate models/NAME.legato.pt data/nh3_dft_test.extxyz` gives the errors stored at training time."""
+    model, meta = shipped[name]
+    frames = load_dataset(TEST_FRAMES, meta["type_names"])
+    errors = compute_test_errors(model, meta, frames)
+    stored = meta["test_errors"]
+    assert errors["n_frames"] == stored["n_frames"] == len(frames)
+    for key in ("energy_mae_meV_per_atom", "forces_mae_meV_per_A", "forces_rmse_meV_per_A", "wannier_mae_A", "dipole_mae_eA"):
+        assert np.isclose(errors[key], stored[key], rtol=1e-3), key
