@@ -24,7 +24,7 @@ def fail(message: str, code: int = 2) -> None:
 @app.command()
 def structures(
     output: Path = typer.Argument(..., help="extxyz file to write"),
-    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid"),
+    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned)"),
     n: int = typer.Option(120, help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
     a: float = typer.Option(5.13, help="phase-I lattice constant, A"),
     repeat: int = typer.Option(1, help="supercell repeat along each axis"),
@@ -43,8 +43,10 @@ def structures(
         frames = [st.ammonia_phase_i(a, (repeat,) * 3)]
     elif kind == "ammonia-liquid":
         frames = [st.molecular_liquid("NH3", molecules, density, seed=seed)]
+    elif kind == "ammonia-reoriented":
+        frames = st.ammonia_reoriented_set(n, seed=seed)
     else:
-        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal or ammonia-liquid)")
+        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid or ammonia-reoriented)")
     ase.io.write(output, frames, format="extxyz")
     typer.echo(f"wrote {len(frames)} frame(s) to {output}")
 
@@ -516,6 +518,40 @@ def sharpness(
 ):
     """Max loss increase within the rho-ball around the model's weights."""
     typer.echo(f"sharpness(rho={rho}) = {_sharpness(model, data, rho, restarts, steps):.5g}")
+
+
+@app.command()
+def orientation(
+    model: Optional[Path] = typer.Argument(None, help="model file (default: the shipped SAM model)"),
+    structure: Optional[Path] = typer.Option(None, help="crystal to start from (default: ammonia phase I, a = 5.13 A)"),
+    repeat: int = typer.Option(2, help="supercell repeat along each axis"),
+    temperature: float = typer.Option(150.0, help="K; below the crystal's orientational melting"),
+    steps: int = typer.Option(4000, help="Langevin steps of 0.5 fs"),
+    seed: int = typer.Option(0),
+    max_angle: float = typer.Option(20.0, help="deg; a larger mean turn of X-H bonds fails the check (exit 1)"),
+):
+    """Does the crystal stay orientationally ordered? Classical MD; how far X-H bonds turn."""
+    import ase.io
+    from tqdm import tqdm
+
+    from legato.analysis.orientation import orientation_run
+    from legato.training.potential import LegatoCalculator, ModelPotential
+    from legato.training.structures import ammonia_phase_i
+
+    model_path = Path(model or default_model())
+    if structure is not None and not structure.exists():
+        fail(f"{structure}: no such structure file")
+    atoms = (ase.io.read(structure) if structure else ammonia_phase_i(5.13)).repeat(repeat)
+    calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
+    with tqdm(total=steps, desc=f"orientation {model_path.name}", unit="step") as bar:
+        try:
+            result = orientation_run(atoms, calc, temperature, steps, seed=seed, progress=lambda done: bar.update(done - bar.n))
+        except (ValueError, FloatingPointError) as exc:
+            fail(str(exc))
+    ok = result.mean_angle_deg <= max_angle
+    typer.echo(f"{model_path.name}: {result.summary()} -> {'ordered' if ok else 'NOT ordered'} (limit {max_angle:.0f} deg)")
+    if not ok:
+        raise typer.Exit(1)
 
 
 def _sharpness(model: Path, data: Path, rho: float, restarts: int = 3, steps: int = 10) -> float:

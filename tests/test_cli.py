@@ -14,7 +14,7 @@ def legato(*args, timeout=600):
     return subprocess.run(LEGATO + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
-@pytest.mark.parametrize("verb", ["structures", "label", "select", "merge", "train", "evaluate", "export", "info", "serve", "run", "spectrum", "nqe", "demo", "failure", "sharpness", "compare"])
+@pytest.mark.parametrize("verb", ["structures", "label", "select", "merge", "train", "evaluate", "export", "info", "serve", "run", "spectrum", "nqe", "demo", "failure", "sharpness", "orientation", "compare"])
 def test_every_verb_has_help(verb):
     result = legato(verb, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout

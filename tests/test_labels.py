@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from legato.training import label as label_module
-from legato.training.structures import ammonia_phase_i, molecular_liquid, rattled
+from legato.analysis.orientation import bond_vectors, hydrogen_bonds, turn_angles
+from legato.training.structures import ammonia_phase_i, closest_intermolecular, molecular_liquid, molecules_of, rattled, reoriented_set, rotated_molecule
 from legato.training.wannier import assign_centres, centres_from_z, jacobi_localize, spread_weights
 
 
@@ -35,6 +36,27 @@ def test_rattled_frames_stay_physical():
     frames = rattled(ammonia_phase_i(), 50, stdev=0.07, seed=0)
     closest = min(f.get_all_distances(mic=True)[np.triu_indices(16, 1)].min() for f in frames)
     assert closest >= 0.75
+
+
+def test_rotated_molecule_turns_one_molecule_rigidly_by_the_angle():
+    crystal = ammonia_phase_i(5.13)
+    molecules = molecules_of(crystal)
+    assert sorted(len(m) for m in molecules) == [4, 4, 4, 4]
+    turned = rotated_molecule(crystal, 70.0, np.random.default_rng(3), molecules)
+    bonds = hydrogen_bonds(crystal)
+    angles = turn_angles(bond_vectors(crystal, bonds), bond_vectors(turned, bonds))
+    moved = angles > 1e-6
+    assert moved.sum() == 3  # the three N-H bonds of one molecule, nothing else
+    assert angles[moved].max() <= 70.0 + 1e-6 and angles[moved].min() > 0.0
+    distances = lambda atoms, idx: atoms.get_all_distances(mic=True)[np.ix_(idx, idx)]  # noqa: E731
+    for idx in molecules:
+        np.testing.assert_allclose(distances(turned, idx), distances(crystal, idx), atol=1e-10)
+
+
+def test_reoriented_set_keeps_molecules_apart():
+    frames = reoriented_set(ammonia_phase_i(5.05), 8, seed=0)
+    molecules = molecules_of(ammonia_phase_i(5.05))
+    assert min(closest_intermolecular(f, molecules) for f in frames) >= 1.4
 
 
 @pytest.mark.parametrize("order", [1, 2])

@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from ase.calculators.calculator import Calculator, all_changes
 
+from legato.analysis.orientation import orientation_run
 from legato.analysis.robustness import FailureCriteria, TrajectoryResult, bootstrap_beta, check_failure, failure_times, fit_beta, run_trajectory
 from legato.training.sharpness import sharpness
+from legato.training.structures import ammonia_phase_i
 
 
 def test_detector_fires_on_heating_collapse_and_nan_but_not_on_fluctuations():
@@ -115,3 +118,19 @@ def test_sharpness_of_a_force_model_is_positive_and_restores_weights(trained_mod
     small, large = (sharpness(loss, list(net.parameters()), rho, restarts=1, steps=3) for rho in (0.01, 0.1))
     assert 0 < small < large
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+
+class _NoForces(Calculator):
+    """Free atoms: every bond falls apart and turns at random."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        self.results = {"energy": 0.0, "forces": np.zeros((len(self.atoms), 3))}
+
+
+def test_orientation_check_fires_when_bonds_turn_freely():
+    free = orientation_run(ammonia_phase_i(5.13), _NoForces(), temperature=2000.0, steps=400, seed=0, timestep_fs=2.0)
+    assert free.mean_angle_deg > 30.0 and free.turned_fraction > 0.3

@@ -45,3 +45,15 @@ def test_model_card_numbers_reproduce(shipped, name):
     assert errors["n_frames"] == stored["n_frames"] == len(frames)
     for key in ("energy_mae_meV_per_atom", "forces_mae_meV_per_A", "forces_rmse_meV_per_A", "wannier_mae_A", "dipole_mae_eA"):
         assert np.isclose(errors[key], stored[key], rtol=1e-3), key
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_phase_i_stays_orientationally_ordered_at_150_K(name):
+    """Phase I melts at 195 K: at 150 K molecules librate (~10 deg classically) but must not turn over."""
+    from legato.analysis.orientation import orientation_run
+    from legato.training.potential import LegatoCalculator, ModelPotential
+    from legato.training.structures import ammonia_phase_i
+
+    calc = LegatoCalculator(potential=ModelPotential.from_file(MODELS[name]))
+    result = orientation_run(ammonia_phase_i(5.13), calc, temperature=150.0, steps=1000, seed=1)
+    assert result.mean_angle_deg < 20.0 and result.turned_fraction == 0.0, result.summary()

@@ -10,7 +10,10 @@ from __future__ import annotations
 import ase
 import numpy as np
 from ase.build import molecule
+from ase.neighborlist import NeighborList, natural_cutoffs
 from ase.spacegroup import crystal
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial.transform import Rotation
 
 from .dataset import closest_approach
 
@@ -107,6 +110,68 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
             continue
         frames.append(new)
     return frames
+
+
+def molecules_of(atoms: ase.Atoms) -> list[np.ndarray]:
+    """Atom indices of each covalently bonded molecule (ASE natural cutoffs, minimum image)."""
+    neighbours = NeighborList(natural_cutoffs(atoms), self_interaction=False, bothways=True)
+    neighbours.update(atoms)
+    n, label = connected_components(neighbours.get_connectivity_matrix(sparse=True), directed=False)
+    return [np.flatnonzero(label == k) for k in range(n)]
+
+
+def closest_intermolecular(atoms: ase.Atoms, molecules: list[np.ndarray]) -> float:
+    """Smallest distance (A, minimum image) between atoms of different molecules."""
+    owner = np.empty(len(atoms), dtype=int)
+    for k, idx in enumerate(molecules):
+        owner[idx] = k
+    distances = atoms.get_all_distances(mic=bool(atoms.pbc.any()))
+    return float(distances[owner[:, None] != owner[None, :]].min())
+
+
+def rotated_molecule(atoms: ase.Atoms, angle_deg: float, rng: np.random.Generator, molecules=None) -> ase.Atoms:
+    """Copy of ``atoms`` with one random polyatomic molecule turned rigidly by
+    ``angle_deg`` about a random axis through its centre of mass."""
+    molecules = [m for m in (molecules or molecules_of(atoms)) if len(m) > 1]
+    if not molecules:
+        raise ValueError("no polyatomic molecule to rotate")
+    idx = molecules[rng.integers(len(molecules))]
+    relative = atoms.get_distances(idx[0], idx, mic=True, vector=True)  # unwrapped across the cell
+    masses = atoms.get_masses()[idx]
+    centre = (relative * masses[:, None]).sum(axis=0) / masses.sum()
+    axis = rng.normal(size=3)
+    turn = Rotation.from_rotvec(np.radians(angle_deg) * axis / np.linalg.norm(axis)).as_matrix()
+    new = atoms.copy()
+    new.positions[idx] = atoms.positions[idx[0]] + centre + (relative - centre) @ turn.T
+    return new
+
+
+def reoriented_set(
+    atoms: ase.Atoms, n: int, angles=(15.0, 120.0), stdev: float = 0.03, min_contact: float = 1.4, seed: int = 0
+) -> list[ase.Atoms]:
+    """``n`` copies of a molecular crystal with one molecule turned by a random angle
+    in ``angles`` (degrees) and thermal displacements (``stdev`` A for H, see ``rattled``).
+
+    These sample the orientational energy landscape (librations, rotational
+    barriers) that thermal rattling alone leaves empty; draws with two molecules
+    closer than ``min_contact`` A are redrawn.
+    """
+    rng = np.random.default_rng(seed)
+    molecules = molecules_of(atoms)
+    frames = []
+    while len(frames) < n:
+        turned = rotated_molecule(atoms, rng.uniform(*angles), rng, molecules)
+        turned = rattled(turned, 1, stdev=stdev, seed=int(rng.integers(2**31)))[0]
+        if closest_intermolecular(turned, molecules) >= min_contact:
+            turned.info["structure"] = f"{atoms.info.get('structure', 'crystal')}, one molecule turned"
+            frames.append(turned)
+    return frames
+
+
+def ammonia_reoriented_set(n: int = 24, seed: int = 0) -> list[ase.Atoms]:
+    """Phase-I cells (a = 5.00-5.20 A) with one molecule turned by 15-120 degrees."""
+    rng = np.random.default_rng(seed)
+    return [reoriented_set(ammonia_phase_i(a=rng.uniform(5.0, 5.2)), 1, seed=seed + k)[0] for k in range(n)]
 
 
 def ammonia_initial_set(n_crystal: int = 80, n_liquid: int = 40, seed: int = 0) -> list[ase.Atoms]:
