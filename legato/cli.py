@@ -25,7 +25,7 @@ def fail(message: str, code: int = 2) -> None:
 def structures(
     output: Path = typer.Argument(..., help="extxyz file to write"),
     kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned)"),
-    n: int = typer.Option(120, help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
+    n: int = typer.Option(120, "-n", "--n", help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
     a: float = typer.Option(5.13, help="phase-I lattice constant, A"),
     repeat: int = typer.Option(1, help="supercell repeat along each axis"),
     molecules: int = typer.Option(4, help="molecules per liquid box"),
