@@ -62,17 +62,12 @@ def orientation_run(atoms, calculator, temperature: float, steps: int, seed: int
 
     ``friction`` is in 1/fs; ``progress`` (optional) is called with the steps done.
     """
-    from ase import units as u
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from .robustness import langevin
 
-    atoms = atoms.copy()
-    atoms.calc = calculator
     pairs = hydrogen_bonds(atoms)
     start = bond_vectors(atoms, pairs)
-    rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * u.fs, temperature_K=temperature, friction=friction / u.fs, rng=rng, fixcm=False)
+    dyn = langevin(atoms, calculator, temperature, seed, timestep_fs, friction)
+    atoms = dyn.atoms
     samples = []
     done = 0
     while done < steps:

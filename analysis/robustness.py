@@ -59,8 +59,10 @@ def check_failure(temperatures, min_distance: float, finite: bool, criteria: Fai
     return None
 
 
-def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int, seed: int, timestep_fs: float = 0.5, friction: float = 0.01, check_every: int = 5) -> TrajectoryResult:
-    """Langevin MD (ASE) from ``atoms`` until failure or ``max_steps``."""
+def langevin(atoms, calculator, temperature: float, seed: int, timestep_fs: float = 0.5, friction: float = 0.01):
+    """ASE Langevin dynamics (classical) on a copy of ``atoms`` with Maxwell-Boltzmann
+    velocities at ``temperature`` K; ``friction`` in 1/fs. Returns the integrator
+    (its ``.atoms`` is the copy)."""
     from ase import units as u
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
@@ -68,8 +70,14 @@ def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int,
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=criteria.temperature, rng=rng)
-    dyn = Langevin(atoms, timestep_fs * u.fs, temperature_K=criteria.temperature, friction=friction / u.fs, rng=rng, fixcm=False)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    return Langevin(atoms, timestep_fs * u.fs, temperature_K=temperature, friction=friction / u.fs, rng=rng, fixcm=False)
+
+
+def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int, seed: int, timestep_fs: float = 0.5, friction: float = 0.01, check_every: int = 5) -> TrajectoryResult:
+    """Langevin MD (ASE) from ``atoms`` until failure or ``max_steps``."""
+    dyn = langevin(atoms, calculator, criteria.temperature, seed, timestep_fs, friction)
+    atoms = dyn.atoms
     temperatures = []
     steps = 0
     n = len(atoms)
