@@ -8,7 +8,7 @@ import pytest
 
 from legato.training import label as label_module
 from legato.analysis.orientation import bond_vectors, hydrogen_bonds, turn_angles
-from legato.training.structures import ammonia_phase_i, closest_intermolecular, molecular_liquid, molecules_of, rattled, reoriented_set, rotated_molecule
+from legato.training.structures import ammonia_phase_i, closest_intermolecular, molecular_liquid, molecules_of, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
 from legato.training.wannier import assign_centres, centres_from_z, jacobi_localize, spread_weights
 
 
@@ -51,6 +51,19 @@ def test_rotated_molecule_turns_one_molecule_rigidly_by_the_angle():
     distances = lambda atoms, idx: atoms.get_all_distances(mic=True)[np.ix_(idx, idx)]  # noqa: E731
     for idx in molecules:
         np.testing.assert_allclose(distances(turned, idx), distances(crystal, idx), atol=1e-10)
+
+
+def test_turning_about_c3_keeps_the_space_group_and_120_degrees_restores_the_crystal():
+    import spglib
+
+    crystal = ammonia_phase_i(5.13)
+    turned = turned_about_own_axes(crystal, 25.0)
+    assert spglib.get_spacegroup((turned.cell.array, turned.get_scaled_positions(), turned.numbers), symprec=1e-4) == "P2_13 (198)"
+    np.testing.assert_allclose(turned.get_all_distances(mic=True)[:4, 4:].min(axis=0), crystal.get_all_distances(mic=True)[:4, 4:].min(axis=0), atol=1e-10)
+    assert np.abs(turned.positions - crystal.positions).max() > 0.3
+    full_turn = turned_about_own_axes(crystal, 120.0)  # H atoms trade places
+    d = full_turn.positions[4:, None, :] - crystal.positions[None, 4:, :]
+    assert np.abs(d).sum(axis=-1).min(axis=1).max() < 1e-10
 
 
 def test_reoriented_set_keeps_molecules_apart():

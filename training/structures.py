@@ -168,6 +168,36 @@ def reoriented_set(
     return frames
 
 
+def turned_about_own_axes(atoms: ase.Atoms, angle_deg: float, molecules=None) -> ase.Atoms:
+    """Copy with every molecule's hydrogens turned by ``angle_deg`` about the axis from
+    its heavy atom to the centroid of its hydrogens (the C3 axis of NH3). For crystals
+    with molecules on symmetry axes (phase I) this keeps the space group: a rigid
+    rotational energy profile."""
+    new = atoms.copy()
+    for idx in molecules or molecules_of(atoms):
+        heavy, hydrogens = idx[atoms.numbers[idx] > 1], idx[atoms.numbers[idx] == 1]
+        if len(heavy) != 1 or len(hydrogens) < 2:
+            raise ValueError("turning about own axes needs molecules of one heavy atom and two or more H")
+        relative = atoms.get_distances(heavy[0], hydrogens, mic=True, vector=True)
+        axis = relative.mean(axis=0)
+        if np.linalg.norm(axis) < 1e-3:
+            raise ValueError("a molecule's hydrogens are centred on its heavy atom: no axis to turn about")
+        turn = Rotation.from_rotvec(np.radians(angle_deg) * axis / np.linalg.norm(axis)).as_matrix()
+        new.positions[hydrogens] = atoms.positions[heavy[0]] + relative @ turn.T
+    return new
+
+
+def ammonia_c3_scan(angles=(0, 10, 20, 30, 45, 60), a: float = 5.13) -> list[ase.Atoms]:
+    """Phase I with all molecules turned about their C3 axes (``c3_angle_deg`` in info)."""
+    crystal = ammonia_phase_i(a)
+    frames = []
+    for angle in angles:
+        frame = turned_about_own_axes(crystal, angle)
+        frame.info.update(structure=f"NH3 phase I a={a:.3f}, all molecules turned {angle} deg about C3", c3_angle_deg=angle)
+        frames.append(frame)
+    return frames
+
+
 def ammonia_reoriented_set(n: int = 24, seed: int = 0) -> list[ase.Atoms]:
     """Phase-I cells (a = 5.00-5.20 A) with one molecule turned by 15-120 degrees."""
     rng = np.random.default_rng(seed)
