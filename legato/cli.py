@@ -24,7 +24,7 @@ def fail(message: str, code: int = 2) -> None:
 @app.command()
 def structures(
     output: Path = typer.Argument(..., help="extxyz file to write"),
-    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg)"),
+    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced)"),
     n: int = typer.Option(120, "-n", "--n", help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
     a: float = typer.Option(5.13, help="phase-I lattice constant, A"),
     repeat: int = typer.Option(1, help="supercell repeat along each axis"),
@@ -45,10 +45,12 @@ def structures(
         frames = [st.molecular_liquid("NH3", molecules, density, seed=seed)]
     elif kind == "ammonia-reoriented":
         frames = st.ammonia_reoriented_set(n, seed=seed)
+    elif kind == "ammonia-turned":
+        frames = st.ammonia_turned_set(n, seed=seed)
     elif kind == "ammonia-c3-scan":
         frames = st.ammonia_c3_scan(a=a)
     else:
-        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid, ammonia-reoriented or ammonia-c3-scan)")
+        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid, ammonia-reoriented, ammonia-turned or ammonia-c3-scan)")
     ase.io.write(output, frames, format="extxyz")
     typer.echo(f"wrote {len(frames)} frame(s) to {output}")
 

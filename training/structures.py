@@ -168,13 +168,15 @@ def reoriented_set(
     return frames
 
 
-def turned_about_own_axes(atoms: ase.Atoms, angle_deg: float, molecules=None) -> ase.Atoms:
-    """Copy with every molecule's hydrogens turned by ``angle_deg`` about the axis from
-    its heavy atom to the centroid of its hydrogens (the C3 axis of NH3). For crystals
-    with molecules on symmetry axes (phase I) this keeps the space group: a rigid
-    rotational energy profile."""
+def turned_about_own_axes(atoms: ase.Atoms, angle_deg, molecules=None) -> ase.Atoms:
+    """Copy with every molecule's hydrogens turned by ``angle_deg`` (one value, or one
+    per molecule) about the axis from its heavy atom to the centroid of its hydrogens
+    (the C3 axis of NH3). One angle for all molecules of a crystal with molecules on
+    symmetry axes (phase I) keeps the space group: a rigid rotational energy profile."""
     new = atoms.copy()
-    for idx in molecules or molecules_of(atoms):
+    molecules = molecules or molecules_of(atoms)
+    angles = np.broadcast_to(np.asarray(angle_deg, dtype=float), (len(molecules),))
+    for idx, angle in zip(molecules, angles):
         heavy, hydrogens = idx[atoms.numbers[idx] > 1], idx[atoms.numbers[idx] == 1]
         if len(heavy) != 1 or len(hydrogens) < 2:
             raise ValueError("turning about own axes needs molecules of one heavy atom and two or more H")
@@ -182,7 +184,7 @@ def turned_about_own_axes(atoms: ase.Atoms, angle_deg: float, molecules=None) ->
         axis = relative.mean(axis=0)
         if np.linalg.norm(axis) < 1e-3:
             raise ValueError("a molecule's hydrogens are centred on its heavy atom: no axis to turn about")
-        turn = Rotation.from_rotvec(np.radians(angle_deg) * axis / np.linalg.norm(axis)).as_matrix()
+        turn = Rotation.from_rotvec(np.radians(angle) * axis / np.linalg.norm(axis)).as_matrix()
         new.positions[hydrogens] = atoms.positions[heavy[0]] + relative @ turn.T
     return new
 
@@ -195,6 +197,21 @@ def ammonia_c3_scan(angles=(0, 10, 20, 30, 45, 60), a: float = 5.13) -> list[ase
         frame = turned_about_own_axes(crystal, angle)
         frame.info.update(structure=f"NH3 phase I a={a:.3f}, all molecules turned {angle} deg about C3", c3_angle_deg=angle)
         frames.append(frame)
+    return frames
+
+
+def ammonia_turned_set(n: int = 12, max_angle: float = 60.0, seed: int = 0) -> list[ase.Atoms]:
+    """Phase-I cells (a = 5.00-5.20 A), each molecule turned about its C3 axis by its own
+    random angle in [-max_angle, max_angle] degrees, thermally displaced (0.03 A for H):
+    training data for the librations that ``ammonia_c3_scan`` probes rigidly."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k in range(n):
+        crystal = ammonia_phase_i(a=rng.uniform(5.0, 5.2))
+        turned = turned_about_own_axes(crystal, rng.uniform(-max_angle, max_angle, size=4))
+        turned = rattled(turned, 1, stdev=0.03, seed=seed + k)[0]
+        turned.info["structure"] = f"{crystal.info['structure']}, molecules turned about C3"
+        frames.append(turned)
     return frames
 
 
