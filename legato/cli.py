@@ -171,19 +171,25 @@ def train(
 def evaluate(
     model: Path = typer.Argument(..., help="model file"),
     data: Path = typer.Argument(..., help="labelled frames (e.g. data/nh3_dft_test.extxyz)"),
+    by: Optional[str] = typer.Option(None, help="also print energies relative to the first frame against this info key (e.g. c3_angle_deg for data/nh3_dft_c3scan.extxyz)"),
 ):
     """Test errors of a model on labelled frames (energy, forces, Wannier centres, dipoles)."""
     from legato.training.dataset import DatasetError, load_dataset
-    from legato.training.evaluate import test_errors
+    from legato.training.evaluate import energy_profile, test_errors
     from legato.training.modelfile import ModelFileError, load_model
 
     try:
         net, meta = load_model(model)
         frames = load_dataset(data, meta["type_names"])
-    except (ModelFileError, DatasetError) as exc:
+        profile = energy_profile(net, meta, frames, by) if by else []
+    except (ModelFileError, DatasetError, ValueError) as exc:
         fail(str(exc))
     for key, value in test_errors(net, meta, frames).items():
         typer.echo(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    if profile:
+        typer.echo(f"{by:>14} {'reference (meV)':>16} {'model (meV)':>12}")
+        for value, ref, pred in profile:
+            typer.echo(f"{value:>14} {ref:16.1f} {pred:12.1f}")
 
 
 @app.command()

@@ -110,3 +110,24 @@ def test_committee_selection(tiny_model_file, trained):
     picked = select_frames([a, b], frames, n=3, min_separation=3)
     assert len(picked) == 3 and np.all(np.diff(picked) >= 3)
     assert scores.argmax() in picked
+
+
+def test_energy_profile_is_relative_to_the_first_frame_and_needs_its_key(synthetic_dataset, tiny_model_file):
+    import ase.io
+
+    from legato.training.evaluate import energy_profile, predict_frames
+    from legato.training.modelfile import load_model
+    from legato.training.potential import ModelPotential
+
+    frames = ase.io.read(synthetic_dataset, ":4")
+    for k, atoms in enumerate(frames):
+        atoms.info["step"] = 10 * k
+    net, meta = load_model(tiny_model_file)
+    profile = energy_profile(net, meta, frames, "step")
+    energies = [atoms.get_potential_energy() for atoms in frames]
+    predicted = [p["energy"] for p in predict_frames(ModelPotential(net, meta), frames)]
+    assert [row[0] for row in profile] == [0, 10, 20, 30]
+    np.testing.assert_allclose([row[1] for row in profile], 1e3 * (np.array(energies) - energies[0]))
+    np.testing.assert_allclose([row[2] for row in profile], 1e3 * (np.array(predicted) - predicted[0]), rtol=1e-6)
+    with pytest.raises(ValueError, match="no info key 'angle'"):
+        energy_profile(net, meta, frames, "angle")

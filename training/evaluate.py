@@ -41,3 +41,14 @@ def test_errors(model, metadata: dict, frames) -> dict:
         "wannier_mae_A": float(np.mean(np.abs(w_err))) if w_err.size else float("nan"),
         "dipole_mae_eA": float(np.mean(np.abs(mu_err))) if mu_err.size else float("nan"),
     }
+
+
+def energy_profile(model, metadata: dict, frames, key: str) -> list[tuple]:
+    """(``info[key]``, reference, model) energies in meV per frame relative to the first
+    frame, e.g. a rigid rotation scan labelled by its angle."""
+    missing = [i for i, atoms in enumerate(frames) if key not in atoms.info]
+    if missing:
+        raise ValueError(f"frame {missing[0]} has no info key '{key}': pick a key every frame carries")
+    pred = [p["energy"] for p in predict_frames(ModelPotential(model, metadata), frames)]
+    ref = [_energy(atoms) for atoms in frames]
+    return [(atoms.info[key], 1e3 * (r - ref[0]), 1e3 * (p - pred[0])) for atoms, r, p in zip(frames, ref, pred)]
