@@ -19,7 +19,7 @@ from legato import units
 
 _UNIT_RE = re.compile(r"(\w+)\{(\w+)\}")
 _STEP_RE = re.compile(r"Step:\s*(\d+)")
-_CELL_RE = re.compile(r"CELL\(abcABC\):\s*([-\d.eE+\s]+?)\s+Step")
+_CELL_RE = re.compile(r"CELL\(abcABC\):\s*((?:[-+\d.eE]+\s+){5}[-+\d.eE]+)")  # six numbers; "Step:" follows only in outputs
 
 
 class TrajectoryError(ValueError):

@@ -160,3 +160,14 @@ def test_ipi_frames_keep_their_cell_in_angstrom(tmp_path):
     plain = tmp_path / "plain.xyz"
     plain.write_text("1\nan ordinary xyz\nH 0 0 0\n")
     assert not is_ipi_xyz(plain)
+
+
+def test_ipi_input_structures_keep_their_cell():
+    """i-PI input files carry CELL(abcABC) without the "Step:" of trajectory frames."""
+    from pathlib import Path
+
+    from legato.analysis.ipi_io import read_frames
+
+    atoms = read_frames(Path(__file__).resolve().parents[1] / "ipi_inputs/nh3_phase_i.xyz")[0]
+    assert atoms.pbc.all()
+    np.testing.assert_allclose(atoms.cell.cellpar(), [5.13, 5.13, 5.13, 90, 90, 90])
