@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ase.neighborlist import NeighborList, natural_cutoffs
+
+from legato.training.structures import covalent_neighbours
 
 
 @dataclass
@@ -37,8 +38,7 @@ class OrientationResult:
 
 def hydrogen_bonds(atoms) -> np.ndarray:
     """Covalent bonds (i, j) from a heavier atom i to a hydrogen j (ASE natural cutoffs)."""
-    neighbours = NeighborList(natural_cutoffs(atoms), self_interaction=False, bothways=True)
-    neighbours.update(atoms)
+    neighbours = covalent_neighbours(atoms)
     numbers = atoms.numbers
     pairs = [(i, j) for j in np.flatnonzero(numbers == 1) for i in neighbours.get_neighbors(j)[0] if numbers[i] > 1]
     if not pairs:
@@ -71,8 +71,9 @@ def orientation_run(atoms, calculator, temperature: float, steps: int, seed: int
     samples = []
     done = 0
     while done < steps:
-        dyn.run(min(sample_every, steps - done))
-        done = min(done + sample_every, steps)
+        chunk = min(sample_every, steps - done)
+        dyn.run(chunk)
+        done += chunk
         if not np.all(np.isfinite(atoms.positions)):
             raise FloatingPointError(f"non-finite positions after {done} steps")
         samples.append(turn_angles(start, bond_vectors(atoms, pairs)))

@@ -112,10 +112,16 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
     return frames
 
 
-def molecules_of(atoms: ase.Atoms) -> list[np.ndarray]:
-    """Atom indices of each covalently bonded molecule (ASE natural cutoffs, minimum image)."""
+def covalent_neighbours(atoms: ase.Atoms) -> NeighborList:
+    """Covalent bonds as an updated ASE neighbour list (natural cutoffs, minimum image)."""
     neighbours = NeighborList(natural_cutoffs(atoms), self_interaction=False, bothways=True)
     neighbours.update(atoms)
+    return neighbours
+
+
+def molecules_of(atoms: ase.Atoms) -> list[np.ndarray]:
+    """Atom indices of each covalently bonded molecule (ASE natural cutoffs, minimum image)."""
+    neighbours = covalent_neighbours(atoms)
     n, label = connected_components(neighbours.get_connectivity_matrix(sparse=True), directed=False)
     return [np.flatnonzero(label == k) for k in range(n)]
 
