@@ -91,6 +91,23 @@ def is_ipi_xyz(path) -> bool:
         return "CELL(abcABC)" in f.readline()
 
 
+def write_structure(path, atoms, title: str = "") -> Path:
+    """Write one periodic ``ase.Atoms`` as an i-PI xyz input (Angstrom, CELL(abcABC) line).
+
+    i-PI rebuilds the cell from a, b, c, alpha, beta, gamma with a along x and b in
+    the xy plane, so the atoms are first mapped onto that orientation.
+    """
+    from ase.geometry import cellpar_to_cell
+
+    cellpar = atoms.cell.cellpar()
+    standard = atoms.copy()
+    standard.set_cell(cellpar_to_cell(cellpar), scale_atoms=True)
+    lines = [str(len(standard)), "# CELL(abcABC): " + " ".join(f"{x:.8f}" for x in cellpar) + f" cell{{angstrom}} positions{{angstrom}} {title}".rstrip()]
+    lines += [f"{s:<3} {x:16.10f} {y:16.10f} {z:16.10f}" for s, (x, y, z) in zip(standard.get_chemical_symbols(), standard.positions)]
+    Path(path).write_text("\n".join(lines) + "\n")
+    return Path(path)
+
+
 def read_frames(path) -> list:
     """An i-PI xyz trajectory as ``ase.Atoms`` (Angstrom, periodic when it has a cell), info ``step``."""
     import ase

@@ -53,8 +53,9 @@ def _recv_int(sock) -> int:
     return int(np.frombuffer(_recv_exact(sock, 4), np.int32)[0])
 
 
-def connect(address: str, port: int | None, unix: bool, sockets_prefix: str = "/tmp/ipi_", wait: float = 60.0) -> socket.socket:
-    """Connect to i-PI, retrying for ``wait`` seconds (i-PI may still be starting)."""
+def connect(address: str, port: int | None, unix: bool, sockets_prefix: str = "/tmp/ipi_", wait: float = 60.0, give_up=None) -> socket.socket:
+    """Connect to i-PI, retrying for ``wait`` seconds (i-PI may still be starting),
+    or until ``give_up()`` returns True (e.g. the i-PI process exited)."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -68,7 +69,7 @@ def connect(address: str, port: int | None, unix: bool, sockets_prefix: str = "/
             return sock
         except (FileNotFoundError, ConnectionRefusedError, OSError) as exc:
             sock.close()
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (give_up is not None and give_up()):
                 where = sockets_prefix + address if unix else f"{address}:{port}"
                 raise TimeoutError(f"no i-PI server at {where} after {wait:.0f} s (start i-pi first, or check the address)") from exc
             time.sleep(0.2)
@@ -153,12 +154,12 @@ def _send_results(sock, results, nat: int, batched: bool) -> None:
     sock.sendall(b"".join(parts))
 
 
-def serve(driver, address: str, port: int | None = None, unix: bool = True, reconnect_wait: float = 0.0, connect_wait: float = 60.0) -> str:
+def serve(driver, address: str, port: int | None = None, unix: bool = True, reconnect_wait: float = 0.0, connect_wait: float = 60.0, give_up=None) -> str:
     """Serve i-PI; after a disconnection wait up to ``reconnect_wait`` s for it to return.
 
     Returns 'exit' when i-PI said EXIT, 'disconnected' when it went away for good.
     """
-    sock = connect(address, port, unix, wait=connect_wait)
+    sock = connect(address, port, unix, wait=connect_wait, give_up=give_up)
     while True:
         outcome = run_session(sock, driver)
         if outcome == "exit" or reconnect_wait <= 0:

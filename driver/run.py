@@ -42,6 +42,7 @@ class RunSettings:
     seed: int | None = None
     stride: int | None = None  # trajectory stride (steps)
     structure: Path | None = None  # initial structure (i-PI xyz) instead of the template's
+    start: Path | None = None  # i-PI checkpoint (e.g. an equilibration's RESTART): its bead positions and momenta start the run
 
 
 def socket_name(run_dir: Path) -> str:
@@ -93,6 +94,8 @@ def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port:
         vel = init.find("velocities")
         if vel is not None:
             _set_text(vel, settings.temperature)
+    if settings.start is not None:
+        _start_from_checkpoint(init, Path(settings.start), run_dir)
     if settings.total_steps is not None:
         _set_text(root.find("total_steps"), settings.total_steps)
     if settings.timestep is not None:
@@ -105,6 +108,22 @@ def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port:
     path = run_dir / "input.xml"
     tree.write(path)
     return path, structure
+
+
+def _start_from_checkpoint(init, checkpoint: Path, run_dir: Path) -> None:
+    """Initialise bead positions and momenta from ``checkpoint`` (the structure file still names the atoms for the driver)."""
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: no such i-PI checkpoint to start from (run the equilibration first)")
+    beads = ET.parse(checkpoint).getroot().find("system/beads")
+    if beads is None or int(beads.get("nbeads", "1")) != int(init.get("nbeads", "1")):
+        raise ValueError(f"{checkpoint}: not an i-PI checkpoint with {init.get('nbeads', '1')} bead(s); start from a run with the same number of beads")
+    shutil.copy(checkpoint, run_dir / "start.chk")
+    vel = init.find("velocities")
+    if vel is not None:
+        init.remove(vel)
+    # a second <file>, after the structure's: i-PI takes positions, cell and momenta from it
+    # (<momenta mode='chk'> alone fails in i-PI 3.x); the first <file> still names the atoms
+    _set_text(ET.SubElement(init, "file", mode="chk"), "start.chk")
 
 
 def total_steps(input_xml: Path) -> int:
@@ -206,10 +225,16 @@ def run_simulation(
     bar = _Progress(run_dir / "simulation.out", steps, progress)
     bar.start()
     try:
-        if inet_port is None:
-            outcome = serve(driver, socket_name(run_dir), unix=True, connect_wait=60)
-        else:
-            outcome = serve(driver, "localhost", inet_port, unix=False, connect_wait=60)
+        try:
+            ipi_died = lambda: ipi.poll() is not None  # noqa: E731
+            if inet_port is None:
+                outcome = serve(driver, socket_name(run_dir), unix=True, connect_wait=60, give_up=ipi_died)
+            else:
+                outcome = serve(driver, "localhost", inet_port, unix=False, connect_wait=60, give_up=ipi_died)
+        except TimeoutError as exc:
+            if ipi.poll() is not None:  # i-PI died before opening its socket: say why, not "no server"
+                raise RuntimeError(f"i-PI exited (code {ipi.returncode}) before the driver connected: {_last_line(run_dir / 'ipi.log')}") from exc
+            raise
         code = ipi.wait(timeout=120)
     finally:
         bar.close()
@@ -224,6 +249,11 @@ def run_simulation(
     if outcome != "exit" or code != 0:
         raise RuntimeError(f"i-PI stopped before the end (exit code {code}); see {run_dir / 'ipi.log'}; run again to resume")
     return run_dir
+
+
+def _last_line(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return f"{lines[-1] if lines else '(empty log)'} (see {log})"
 
 
 def _wait_for_clients(log: Path, n: int, timeout: float) -> None:

@@ -171,3 +171,22 @@ def test_ipi_input_structures_keep_their_cell():
     atoms = read_frames(Path(__file__).resolve().parents[1] / "ipi_inputs/nh3_phase_i.xyz")[0]
     assert atoms.pbc.all()
     np.testing.assert_allclose(atoms.cell.cellpar(), [5.13, 5.13, 5.13, 90, 90, 90])
+
+
+def test_written_ipi_structures_read_back_in_the_cell_orientation_ipi_builds(tmp_path):
+    """i-PI rebuilds a cell from abcABC with a along x: a rotated triclinic cell must come back congruent."""
+    import ase
+    from ase.build import bulk
+    from scipy.spatial.transform import Rotation
+
+    from legato.analysis.ipi_io import read_frames, write_structure
+
+    atoms = bulk("NaCl", "rocksalt", a=5.6).repeat((2, 1, 1))
+    atoms.rattle(0.1, seed=1)
+    rotation = Rotation.from_euler("xyz", [20, -35, 50], degrees=True).as_matrix()
+    rotated = ase.Atoms(atoms.symbols, positions=atoms.positions @ rotation.T, cell=atoms.cell.array @ rotation.T, pbc=True)
+    (back,) = read_frames(write_structure(tmp_path / "s.xyz", rotated, "rotated rocksalt"))
+    np.testing.assert_allclose(back.cell.cellpar(), atoms.cell.cellpar(), atol=1e-6)
+    np.testing.assert_allclose(back.get_all_distances(mic=True), atoms.get_all_distances(mic=True), atol=1e-6)
+    np.testing.assert_allclose(back.get_scaled_positions(), atoms.get_scaled_positions(), atol=1e-7)
+    assert back.get_chemical_symbols() == atoms.get_chemical_symbols()

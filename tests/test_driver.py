@@ -12,7 +12,7 @@ from ase import units as ase_units
 
 from legato.analysis.ipi_io import bead_files, read_extras, read_properties, read_xyz
 from legato.driver.checks import InputError, check_frame
-from legato.driver.run import RunSettings, run_simulation, steps_in
+from legato.driver.run import RunSettings, run_simulation, steps_in, write_input
 from legato.driver.pes import LegatoDriver
 from legato.driver.analytic import HarmonicPotential
 from legato.training.potential import ModelPotential
@@ -160,6 +160,31 @@ def test_driver_refuses_a_model_without_the_structures_species(tmp_path, tiny_mo
     result = subprocess.run(LEGATO + ["serve", str(tiny_model_file), "-s", str(water), "-u", "nobody"], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "model knows ['H', 'N'] but the structure has ['O']" in result.stderr
+
+
+def test_a_run_started_from_an_equilibration_continues_its_state(tmp_path, tiny_model_file):
+    """--start: the production run's first state is the equilibration's last (positions and momenta)."""
+    driver = model_driver(tiny_model_file)
+    equilibration = run_simulation(TEMPLATES / "equilibrate_nvt.xml", tmp_path / "eq", driver, RunSettings(nbeads=2, temperature=150, total_steps=30, seed=3), progress=False)
+    settings = RunSettings(nbeads=2, temperature=150, total_steps=20, stride=1000, seed=4, start=equilibration / "RESTART")
+    production = run_simulation(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "prod", driver, settings, progress=False)
+    before, after = read_properties(equilibration / "simulation.out"), read_properties(production / "simulation.out")
+    assert before["step"][-1] == 30 and after["step"][0] == 0
+    for key in ("temperature", "potential"):  # momenta and positions carried over (thermal momenta differ by ~10%)
+        assert after[key][0] == pytest.approx(before[key][-1], rel=1e-7), key
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ValueError, match="same number of beads"):
+        write_input(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "other", RunSettings(nbeads=4, start=equilibration / "RESTART"))
+
+
+def test_an_ipi_that_dies_at_start_is_reported_at_once(tmp_path, tiny_model_file):
+    broken = tmp_path / "broken.xml"
+    broken.write_text((TEMPLATES / "equilibrate_nvt.xml").read_text().replace("mode='pile_l'", "mode='no-such-thermostat'"))
+    (tmp_path / "nh3_phase_i.xyz").write_text((TEMPLATES / "nh3_phase_i.xyz").read_text())
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="i-PI exited"):
+        run_simulation(broken, tmp_path / "run", model_driver(tiny_model_file), RunSettings(total_steps=10), progress=False)
+    assert time.monotonic() - started < 50  # the connection wait is 60 s
 
 
 def test_serve_without_ipi_times_out_with_a_clear_error(tiny_model_file):

@@ -57,3 +57,22 @@ def test_phase_i_stays_orientationally_ordered_at_150_K(name):
     calc = LegatoCalculator(potential=ModelPotential.from_file(MODELS[name]))
     result = orientation_run(ammonia_phase_i(5.13), calc, temperature=150.0, steps=1000, seed=1)
     assert result.mean_angle_deg < 20.0 and result.turned_fraction == 0.0, result.summary()
+
+
+def test_relaxing_the_demo_start_keeps_the_phase_i_symmetry():
+    """`legato demo` relaxes the crystal with the model first: forces vanish, P2_13 survives."""
+    import spglib
+
+    from legato.analysis.ipi_io import read_frames
+    from legato.training.potential import ModelPotential, relaxed
+
+    potential = ModelPotential.from_file(MODELS["sam"])
+    start = read_frames(ROOT / "ipi_inputs/nh3_phase_i.xyz")[0]
+    result = relaxed(start, potential, fmax=0.01)
+    forces = potential.evaluate(result.get_chemical_symbols(), result.positions, result.cell.array[None], result.pbc)["forces"][0]
+    assert np.linalg.norm(forces, axis=1).max() < 0.01  # eV/A, ASE's fmax criterion
+    assert np.allclose(result.cell.array, start.cell.array)
+    cell = (result.cell.array, result.get_scaled_positions(), result.numbers)
+    assert spglib.get_symmetry_dataset(cell, symprec=0.01).number == 198
+    with pytest.raises(RuntimeError, match="did not reach fmax"):
+        relaxed(start, potential, fmax=1e-6, max_steps=2)

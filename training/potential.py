@@ -120,6 +120,21 @@ class LegatoCalculator(Calculator):
             self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
 
 
+def relaxed(atoms, potential: ModelPotential, fmax: float = 0.01, max_steps: int = 500):
+    """A copy of ``atoms`` relaxed at fixed cell with BFGS (forces below ``fmax`` eV/A).
+
+    Raises RuntimeError if ``max_steps`` do not get there.
+    """
+    from ase.optimize import BFGS
+
+    atoms = atoms.copy()
+    atoms.calc = LegatoCalculator(potential=potential)
+    if not BFGS(atoms, logfile=None).run(fmax=fmax, steps=max_steps):
+        raise RuntimeError(f"relaxation did not reach fmax {fmax} eV/A in {max_steps} steps: check the structure, or relax it yourself first")
+    atoms.calc = None
+    return atoms
+
+
 def frames_to_batch(frames, type_names, r_max: float):
     """Labelled frames -> one nequip batch with targets (for losses outside Lightning)."""
     from nequip.data import from_ase
