@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -216,6 +217,8 @@ def run_simulation(
         [sys.executable, "-m", "legato.driver.ipi_main", *ipi_args], cwd=run_dir, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
     )
     helpers = []
+    if inet_port is not None:
+        _wait_until_listening(ipi, inet_port, run_dir / "ipi.log", timeout=120)
     if n_drivers > 1:
         for _ in range(n_drivers - 1):
             cmd = [*extra_driver_cmd, "-s", str(structure), "--inet", f"localhost:{inet_port}"]
@@ -264,6 +267,49 @@ def _wait_for_clients(log: Path, n: int, timeout: float) -> None:
             return
         time.sleep(0.2)
     raise RuntimeError(f"the extra driver processes did not connect to i-PI within {timeout:.0f} s; see {log}")
+
+
+def _wait_until_listening(ipi: subprocess.Popen, port: int, log: Path, timeout: float) -> None:
+    """Wait until THIS i-PI process listens on ``port``, so no driver joins another run's i-PI
+    that happens to hold the same port (its own i-PI would then die on bind). Linux /proc."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ipi.poll() is not None:
+            raise RuntimeError(f"i-PI exited (code {ipi.returncode}) before it opened port {port}: {_last_line(log)}")
+        if _listening_inodes(port) & _socket_inodes(ipi.pid):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"i-PI did not open port {port} within {timeout:.0f} s; see {log}")
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        for fd in fd_dir.iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
 
 
 def _free_port() -> int:

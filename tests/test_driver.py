@@ -230,3 +230,24 @@ def test_two_driver_processes_share_the_beads(tmp_path, tiny_model_file):
     served = int(log.split("served ")[1].split()[0])  # the helper's summary line
     assert 0 < served < 4 * 61
     np.testing.assert_array_equal(steps_in(run_dir / "simulation.out"), np.arange(0, 61, 10))
+
+
+def test_drivers_never_join_another_runs_ipi_on_a_taken_port(tmp_path, tiny_model_file, monkeypatch):
+    """If the chosen inet port is already held (another run's i-PI), this run's i-PI dies on bind:
+    that is reported, and no driver talks to the stranger listening there."""
+    import socket
+
+    import legato.driver.run as run_module
+
+    with socket.socket() as stranger:
+        stranger.bind(("localhost", 0))
+        stranger.listen()
+        monkeypatch.setattr(run_module, "_free_port", lambda: stranger.getsockname()[1])
+        extra = LEGATO + ["serve", str(tiny_model_file), "--reconnect", "0"]
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="before it opened port"):
+            run_simulation(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "run", model_driver(tiny_model_file), RunSettings(nbeads=2, total_steps=10), n_drivers=2, extra_driver_cmd=extra, progress=False)
+        assert time.monotonic() - started < 60
+        stranger.settimeout(0.1)
+        with pytest.raises(socket.timeout):
+            stranger.accept()  # nobody knocked
