@@ -432,9 +432,14 @@ def demo(
     from legato.analysis.pipeline import compare_runs
     from legato.driver.run import RunSettings, is_finished, run_simulation
 
+    from legato.training.dataset import file_sha256
+
     plan = DEMO["production" if production else "quick"]
     model_path = Path(model or default_model())
     _print_model(model_path)
+    if (output / "classical").exists() and not (output / "study.json").exists():
+        fail(f"{output} holds runs of an older legato demo (no relaxed, equilibrated start): -o a new folder, or delete it")
+    _check_study(output, {"model_sha256": file_sha256(model_path), "temperature": temperature, "production": production, "start": "relaxed, equilibrated"})
     try:
         start = _relaxed_start(TEMPLATES / plan["structure"], model_path, output / "start.xyz")
     except RuntimeError as exc:
@@ -464,7 +469,7 @@ SUPERCELLS = {1: (1, 1, 1), 2: (2, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2), 16: (4, 2,
 
 
 def _check_study(out: Path, study: dict) -> None:
-    """Record a failure study's settings in ``out``; refuse to resume it with other settings."""
+    """Record a study's settings (failure study, demo) in ``out``; refuse to resume it with other settings."""
     import json
 
     out.mkdir(parents=True, exist_ok=True)

@@ -67,3 +67,18 @@ def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
     hotter = legato(*args[:-1], "200")  # other settings must not extend this study
     assert hotter.returncode != 0 and "other settings" in hotter.stderr and "temperature" in hotter.stderr
     assert len(results.read_text().splitlines()) == 2
+
+
+def test_demo_refuses_to_reuse_runs_made_with_other_settings(tmp_path):
+    """A demo folder is reused only by the same model and settings (finished runs are skipped)."""
+    import json
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "study.json").write_text(json.dumps({"model_sha256": "0" * 64, "temperature": 150.0, "production": False, "start": "relaxed, equilibrated"}))
+    result = legato("demo", "-o", other, "--no-progress", timeout=120)
+    assert result.returncode != 0 and "holds a study with other settings" in result.stderr and "model_sha256" in result.stderr
+    old = tmp_path / "old"
+    (old / "classical").mkdir(parents=True)
+    result = legato("demo", "-o", old, "--no-progress", timeout=120)
+    assert result.returncode != 0 and "older legato demo" in result.stderr
