@@ -511,11 +511,18 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
 
 
 def _print_failure(label: str, results) -> tuple:
+    import numpy as np
+
     from legato.analysis.robustness import bootstrap_beta, failure_times
 
     times = failure_times(results)
     beta, lo, hi = bootstrap_beta(results)
-    typer.echo(f"{label}: beta = {beta:.2f}, 95% interval [{lo:.2f}, {hi:.2f}]")
+    if not np.isfinite(beta):
+        typer.echo(f"{label}: beta undetermined (failures at fewer than two sizes: run longer, hotter or with more seeds)")
+    elif not np.isfinite(lo):
+        typer.echo(f"{label}: beta = {beta:.2f}, no bootstrap interval (too few failures)")
+    else:
+        typer.echo(f"{label}: beta = {beta:.2f}, 95% interval [{lo:.2f}, {hi:.2f}]")
     for n, t in times.items():
         failed = sum(r.failed for r in results if r.n_atoms == n)
         total = sum(1 for r in results if r.n_atoms == n)

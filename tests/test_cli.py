@@ -64,6 +64,7 @@ def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
     assert second.returncode == 0 and len(results.read_text().splitlines()) == 2
     assert {json.loads(line)["seed"] for line in results.read_text().splitlines()} == {1000, 1001}
     assert "N =   16" in second.stdout
+    assert "beta undetermined" in second.stdout and "nan" not in second.stdout  # one size: no fit
     hotter = legato(*args[:-1], "200")  # other settings must not extend this study
     assert hotter.returncode != 0 and "other settings" in hotter.stderr and "temperature" in hotter.stderr
     assert len(results.read_text().splitlines()) == 2
