@@ -95,7 +95,9 @@ def write_structure(path, atoms, title: str = "") -> Path:
     """Write one periodic ``ase.Atoms`` as an i-PI xyz input (Angstrom, CELL(abcABC) line).
 
     i-PI rebuilds the cell from a, b, c, alpha, beta, gamma with a along x and b in
-    the xy plane, so the atoms are first mapped onto that orientation.
+    the xy plane, so the atoms are first mapped onto that orientation. Written here
+    because i-PI's own writer (``ipi.utils.io.print_file``) needs i-PI Atoms/Cell
+    objects in atomic units, and ASE does not write i-PI's comment line.
     """
     from ase.geometry import cellpar_to_cell
 
