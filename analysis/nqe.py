@@ -37,15 +37,25 @@ def find_peaks_with_errors(x, y, block_spectra, prominence: float = 0.08, search
 
 
 def match_peaks(classical: list[Peak], quantum: list[Peak], tolerance: float = 0.15) -> list[dict]:
-    """Pair classical and PIMD peaks one to one, nearest pairs first, within ``tolerance`` (relative)."""
-    pairs = sorted(((abs(q.position - c.position), i, j) for i, c in enumerate(classical) for j, q in enumerate(quantum)), key=lambda t: t[0])
-    used_c, used_q, matched = set(), set(), []
-    for distance, i, j in pairs:
-        if i in used_c or j in used_q or distance > tolerance * classical[i].position:
-            continue
-        used_c.add(i)
-        used_q.add(j)
-        matched.append((classical[i], quantum[j]))
+    """Pair classical and PIMD peaks one to one within ``tolerance`` (relative shift).
+
+    The assignment (scipy's ``linear_sum_assignment``) pairs as many peaks as the
+    tolerance allows and, among those pairings, minimises the summed squared relative
+    shifts. Unlike pairing nearest peaks first, this keeps the order of crowded modes
+    (three N-H stretches that all shift down stay in order instead of the closest two
+    pairing up and leaving a 200 cm^-1 "shift" for the third).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if not classical or not quantum:
+        return []
+    c_pos = np.array([c.position for c in classical])[:, None]
+    q_pos = np.array([q.position for q in quantum])[None, :]
+    relative = (q_pos - c_pos) / c_pos
+    allowed = np.abs(relative) <= tolerance
+    forbidden_cost = 1.0 + len(classical) * tolerance**2  # above any sum of allowed costs
+    rows_idx, cols_idx = linear_sum_assignment(np.where(allowed, relative**2, forbidden_cost))
+    matched = [(classical[i], quantum[j]) for i, j in zip(rows_idx, cols_idx) if allowed[i, j]]
     rows = []
     for c, q in sorted(matched, key=lambda m: m[0].position):
         rows.append(

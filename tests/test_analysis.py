@@ -135,7 +135,7 @@ def test_reader_rejects_truncated_frames_and_deduplicates_steps(tmp_path):
     np.testing.assert_allclose(d[1], [0.0, 2.0 * 0.529177210903, 0.0], rtol=1e-6)
 
 
-def test_peaks_are_matched_one_to_one_nearest_first():
+def test_peaks_are_matched_one_to_one_within_tolerance():
     from legato.analysis.nqe import Peak, match_peaks
 
     classical = [Peak(431.0, 1.0, 1.0), Peak(473.0, 1.0, 1.0), Peak(1290.0, 1.0, 1.0)]
@@ -143,6 +143,18 @@ def test_peaks_are_matched_one_to_one_nearest_first():
     rows = match_peaks(classical, quantum)
     assert [(r["classical_cm-1"], r["pimd_cm-1"]) for r in rows] == [(431.0, 406.0), (1290.0, 1130.0)]
     assert rows[1]["shift_cm-1"] == -160.0
+
+
+def test_crowded_peaks_keep_their_order():
+    """Three stretches that all shift down (the demo's N-H region): nearest-first pairing
+    matched 3299 -> 3327 and 3397 -> 3198; the assignment keeps the modes in order."""
+    from legato.analysis.nqe import Peak, match_peaks
+
+    classical = [Peak(p, 1.0, 1.0) for p in (3298.9, 3397.4, 3424.0)]
+    quantum = [Peak(p, 1.0, 1.0) for p in (3327.3, 3198.0, 3444.0)]
+    rows = match_peaks(classical, quantum)
+    assert [(r["classical_cm-1"], r["pimd_cm-1"]) for r in rows] == [(3298.9, 3198.0), (3397.4, 3327.3), (3424.0, 3444.0)]
+    assert match_peaks(classical, []) == []
 
 
 def test_ipi_frames_keep_their_cell_in_angstrom(tmp_path):
