@@ -483,7 +483,13 @@ def _check_study(out: Path, study: dict) -> None:
         record.write_text(json.dumps(study, indent=1))
 
 
-def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, progress: bool = True):
+CONTACT_CHECKS_HELP = (
+    "a close contact (below 0.6 A) is a failure once it lasts this many consecutive checks "
+    "(5 steps apart); hot collisions bounce back within one"
+)
+
+
+def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, contact_checks: int, progress: bool = True):
     """Run (or resume) the failure trajectories of one model; returns the results."""
     from tqdm import tqdm
 
@@ -498,7 +504,9 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
     unknown = [k for k in multipliers if k not in SUPERCELLS]
     if unknown:
         fail(f"--sizes {unknown} not available; use cell multipliers from {sorted(SUPERCELLS)}")
-    criteria = FailureCriteria(temperature=temperature)
+    if contact_checks < 1:
+        fail(f"--contact-checks {contact_checks}: must be at least 1 (1 = any close contact is a failure)")
+    criteria = FailureCriteria(temperature=temperature, contact_checks=contact_checks)
     _check_study(out, {"model_sha256": file_sha256(model_path), "max_steps": max_steps, **asdict(criteria)})
     results_file = out / "trajectories.jsonl"
     done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
@@ -538,13 +546,14 @@ def failure(
     seeds: int = typer.Option(6, help="trajectories per size"),
     temperature: float = typer.Option(400.0, help="K; above melting to provoke failures sooner"),
     max_steps: int = typer.Option(2000, help="steps after which a trajectory counts as surviving (censored)"),
+    contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
 ):
     """Time to failure vs system size and beta of t_failure = A N^-beta (resumable)."""
     from legato.analysis.robustness import plot_failure
 
     model_path = Path(model or default_model())
     out = output / model_path.name.split(".")[0]
-    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps)
+    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks)
     _print_failure(model_path.name, results)
     typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results})}")
 
@@ -622,13 +631,16 @@ def compare(
     seeds: int = typer.Option(6),
     temperature: float = typer.Option(400.0),
     max_steps: int = typer.Option(2000),
+    contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
     rho: float = typer.Option(0.05),
 ):
     """SAM vs Adam (or any two models): test errors, speed, sharpness, t_failure(N), beta."""
     import csv
     import time
 
-    from legato.analysis.robustness import plot_failure
+    import numpy as np
+
+    from legato.analysis.robustness import failure_times, plot_failure
     from legato.training.modelfile import read_model_file
     from legato.training.potential import ModelPotential
     from legato.training.structures import ammonia_phase_i
@@ -644,7 +656,7 @@ def compare(
         for _ in range(20):
             pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
         ms = (time.perf_counter() - start) / 20 * 1e3
-        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps)
+        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks)
         series[path.name] = results
         beta, lo, hi = _print_failure(path.name, results)
         errors = meta.get("test_errors", {})
@@ -663,6 +675,10 @@ def compare(
                 "beta_high": round(hi, 3),
             }
         )
+        for n, t in failure_times(results).items():  # t_failure(N) in steps; inf: none failed (lower bound = max_steps)
+            failed = sum(r.failed for r in results if r.n_atoms == n)
+            rows[-1][f"t_failure_N{n}"] = round(t) if np.isfinite(t) else "inf"
+            rows[-1][f"failed_N{n}"] = f"{failed}/{sum(r.n_atoms == n for r in results)}"
     output.mkdir(parents=True, exist_ok=True)
     with open(output / "comparison.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -11,14 +11,19 @@ from legato.training.sharpness import sharpness
 from legato.training.structures import ammonia_phase_i
 
 
-def test_detector_fires_on_heating_collapse_and_nan_but_not_on_fluctuations():
-    c = FailureCriteria(temperature=300.0, window=10)
+def test_detector_fires_on_heating_collapse_and_nan_but_not_on_fluctuations_or_collisions():
+    c = FailureCriteria(temperature=300.0, window=10, contact_checks=4)
     rng = np.random.default_rng(0)
     normal = list(300 + 60 * rng.normal(size=100))  # small-cell fluctuations, no drift
-    assert check_failure(normal, 0.95, True, c) is None
-    assert "temperature" in check_failure(normal + [600.0] * 10, 0.95, True, c)
-    assert "apart" in check_failure(normal, 0.3, True, c)
-    assert "non-finite" in check_failure(normal, 0.95, False, c)
+    apart = [0.95] * 100
+    assert check_failure(normal, apart, True, c) is None
+    assert "temperature" in check_failure(normal + [600.0] * 10, apart, True, c)
+    assert "non-finite" in check_failure(normal, apart, False, c)
+    collision = apart + [0.45, 0.9, 0.95]  # a hot collision passes the floor for one check
+    assert check_failure(normal, collision, True, c) is None
+    collapse = apart + [0.45, 0.3, 0.2, 0.15]  # a pair stuck in a spurious well
+    assert "apart for 4 checks" in check_failure(normal, collapse, True, c)
+    assert "apart" in check_failure(normal, [0.3], True, FailureCriteria(temperature=300.0, contact_checks=1))
 
 
 class Harmonic:
@@ -99,8 +104,8 @@ def test_temperature_tolerance_covers_small_cell_fluctuations_only():
     assert temperature_tolerance(c, 16) == pytest.approx(4 * 400 * np.sqrt(2 / 48))
     assert temperature_tolerance(c, 10000) == 100.0
     fluctuating = list(400 + 82 * np.random.default_rng(2).normal(size=40))  # sigma of 16 atoms at 400 K
-    assert check_failure(fluctuating, 0.95, True, c, n_atoms=16) is None
-    assert "temperature" in check_failure([1200.0] * 40, 0.95, True, c, n_atoms=16)
+    assert check_failure(fluctuating, [0.95], True, c, n_atoms=16) is None
+    assert "temperature" in check_failure([1200.0] * 40, [0.95], True, c, n_atoms=16)
 
 
 def test_sharpness_of_a_force_model_is_positive_and_restores_weights(trained_model_file, synthetic_dataset):
