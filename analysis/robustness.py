@@ -134,6 +134,13 @@ def failure_times(results: list[TrajectoryResult]) -> dict[int, float]:
     return out
 
 
+def failure_time_lower_bound(results: list[TrajectoryResult], n_atoms: int, level: float = 0.95) -> float:
+    """One-sided ``level`` lower bound on t_failure (steps) at a size where nothing failed:
+    with a Poisson rate, zero failures in E steps rule out rates above -ln(1 - level) / E."""
+    exposure = sum(r.steps for r in results if r.n_atoms == n_atoms)
+    return exposure / -np.log(1 - level)
+
+
 def fit_beta(times: dict[int, float]) -> tuple[float, float]:
     """(beta, A) of t = A N^-beta through the finite points (needs two sizes)."""
     pts = [(n, t) for n, t in times.items() if np.isfinite(t)]
@@ -179,12 +186,19 @@ def plot_failure(path, series: dict, title: str = "time to failure") -> Path:
         fit = f"beta = {beta:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(beta) else "beta undetermined"
         ax.loglog(n, t, "o", color=color, label=f"{label}: {fit}")
         censored = [k for k, v in times.items() if not np.isfinite(v)]
-        if censored:  # no failure at this size: open marker at the steps survived (a lower bound)
-            ax.loglog(censored, [max(r.steps for r in results if r.n_atoms == k) for k in censored], marker, color=color, mfc="none", label=f"{label}: no failure (lower bound)")
+        if censored:  # no failure at this size: open marker at the 95% lower bound
+            bounds = [failure_time_lower_bound(results, k) for k in censored]
+            ax.loglog(censored, bounds, marker, color=color, mfc="none", label=f"{label}: no failure (95% lower bound)")
         if len(n) >= 2:
             _, a = fit_beta(times)
             grid = np.geomspace(n.min(), n.max(), 20)
             ax.loglog(grid, a * grid**-beta, "-", color=color, lw=1)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    sizes = sorted({r.n_atoms for results in series.values() for r in results})
+    ax.set_xticks(sizes)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("atoms N")
     ax.set_ylabel("MD steps to failure")
     ax.set_title(title)

@@ -521,7 +521,7 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
 def _print_failure(label: str, results) -> tuple:
     import numpy as np
 
-    from legato.analysis.robustness import bootstrap_beta, failure_times
+    from legato.analysis.robustness import bootstrap_beta, failure_time_lower_bound, failure_times
 
     times = failure_times(results)
     beta, lo, hi = bootstrap_beta(results)
@@ -534,7 +534,8 @@ def _print_failure(label: str, results) -> tuple:
     for n, t in times.items():
         failed = sum(r.failed for r in results if r.n_atoms == n)
         total = sum(1 for r in results if r.n_atoms == n)
-        typer.echo(f"  N = {n:4d}: t_failure = {t:9.0f} steps  ({failed}/{total} trajectories failed)")
+        value = f"{t:9.0f}" if np.isfinite(t) else f"> {failure_time_lower_bound(results, n):7.0f}"
+        typer.echo(f"  N = {n:4d}: t_failure = {value} steps  ({failed}/{total} trajectories failed)")
     return beta, lo, hi
 
 
@@ -640,7 +641,7 @@ def compare(
 
     import numpy as np
 
-    from legato.analysis.robustness import failure_times, plot_failure
+    from legato.analysis.robustness import failure_time_lower_bound, failure_times, plot_failure
     from legato.training.modelfile import read_model_file
     from legato.training.potential import ModelPotential
     from legato.training.structures import ammonia_phase_i
@@ -675,9 +676,9 @@ def compare(
                 "beta_high": round(hi, 3),
             }
         )
-        for n, t in failure_times(results).items():  # t_failure(N) in steps; inf: none failed (lower bound = max_steps)
+        for n, t in failure_times(results).items():  # t_failure(N) in steps; none failed: ">" its 95% lower bound
             failed = sum(r.failed for r in results if r.n_atoms == n)
-            rows[-1][f"t_failure_N{n}"] = round(t) if np.isfinite(t) else "inf"
+            rows[-1][f"t_failure_N{n}"] = round(t) if np.isfinite(t) else f">{failure_time_lower_bound(results, n):.0f}"
             rows[-1][f"failed_N{n}"] = f"{failed}/{sum(r.n_atoms == n for r in results)}"
     output.mkdir(parents=True, exist_ok=True)
     with open(output / "comparison.csv", "w", newline="") as f:

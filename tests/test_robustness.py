@@ -88,6 +88,18 @@ def test_beta_fit_recovers_a_known_exponent():
     assert failure_times([TrajectoryResult(16, 0, 100, False, "")])[16] == float("inf")
 
 
+def test_lower_bound_without_failures_is_the_poisson_limit():
+    """Zero failures in E steps: at 95% the rate is below ln(20)/E, so t_failure > E/ln(20);
+    simulated exponential lifetimes with that mean survive E steps in 5% of studies."""
+    from legato.analysis.robustness import failure_time_lower_bound
+
+    survivors = [TrajectoryResult(32, s, 3000, False, "survived") for s in range(4)] + [TrajectoryResult(16, 0, 10, True, "")]
+    bound = failure_time_lower_bound(survivors, 32)
+    assert bound == pytest.approx(12000 / np.log(20))
+    lifetimes = np.random.default_rng(3).exponential(bound, size=(20000, 4))  # 4 trajectories of 3000 steps each
+    assert np.mean(np.all(lifetimes > 3000, axis=1)) == pytest.approx(0.05, abs=0.005)
+
+
 def test_sharpness_of_a_quadratic_is_half_lambda_max_rho_squared():
     h = torch.diag(torch.tensor([0.5, 3.0, 1.0, 0.2], dtype=torch.float64))
     w = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
