@@ -5,7 +5,7 @@ last ``window`` checks, judged only after ``grace_steps`` of thermostat
 equilibration) is off the target by more than ``max_temperature_deviation`` K or
 4 standard deviations of the instantaneous temperature of N atoms, 4 T sqrt(2/3N),
 whichever is larger (small cells must not trip on equilibrium fluctuations:
-330 K for 16 atoms at 400 K, 100 K from ~1000 atoms), two atoms stay closer than
+330 K for 16 atoms at 400 K, 100 K from ~1000 atoms), the closest approach stays below
 ``min_distance`` A for ``contact_checks`` consecutive checks, or energies/forces are
 not finite. A close contact must persist because at the temperatures that provoke
 failures a hot collision briefly passes the floor and bounces back within one check
