@@ -14,8 +14,9 @@ atom pair that has fallen into a spurious well of the model stays there (0.14 A 
 45 fs in one such run). Runs that
 reach ``max_steps`` are right-censored. Per size N the failure rate is the
 censored exponential maximum-likelihood estimate (failures / steps simulated),
-t_failure(N) = 1 / rate, and beta comes from a least-squares line through
-ln t_failure vs ln N, with a bootstrap over trajectories for its interval.
+t_failure(N) = 1 / rate. beta comes from the same likelihood over all sizes at once
+(rate = N^beta / A), so sizes where nothing failed count too (a line through the
+finite ln t_failure would drop them), with a bootstrap over trajectories for its interval.
 """
 
 from __future__ import annotations
@@ -141,19 +142,46 @@ def failure_time_lower_bound(results: list[TrajectoryResult], n_atoms: int, leve
     return exposure / -np.log(1 - level)
 
 
-def fit_beta(times: dict[int, float]) -> tuple[float, float]:
-    """(beta, A) of t = A N^-beta through the finite points (needs two sizes)."""
-    pts = [(n, t) for n, t in times.items() if np.isfinite(t)]
-    if len(pts) < 2:
+BETA_BOUND = 10.0  # |beta| searched; an optimum at the bound means the data do not bound beta
+
+
+def _beta_optimum(results: list[TrajectoryResult]) -> tuple[float, float]:
+    """Censored maximum-likelihood (beta, A) within +-BETA_BOUND; nan without failures or
+    with fewer than two sizes."""
+    from scipy.optimize import minimize_scalar
+
+    sizes = sorted({r.n_atoms for r in results})
+    failures = np.array([sum(r.failed for r in results if r.n_atoms == n) for n in sizes], float)
+    exposure = np.array([sum(r.steps for r in results if r.n_atoms == n) for n in sizes], float)
+    if len(sizes) < 2 or failures.sum() == 0:
         return float("nan"), float("nan")
-    n, t = np.array(pts, float).T
-    slope, intercept = np.polyfit(np.log(n), np.log(t), 1)
-    return float(-slope), float(np.exp(intercept))
+    log_n = np.log(sizes)
+
+    def negative_profile_loglik(beta):  # the rate prefactor maximised out analytically
+        return -(beta * failures @ log_n - failures.sum() * np.log(np.exp(beta * log_n) @ exposure))
+
+    beta = minimize_scalar(negative_profile_loglik, bounds=(-BETA_BOUND, BETA_BOUND), method="bounded", options={"xatol": 1e-8}).x
+    return float(beta), float(np.exp(beta * log_n) @ exposure / failures.sum())
+
+
+def _unbounded(beta: float) -> bool:
+    return BETA_BOUND - abs(beta) < 1e-3
+
+
+def fit_beta(results: list[TrajectoryResult]) -> tuple[float, float]:
+    """(beta, A) of t_failure = A N^-beta by censored maximum likelihood: failures at size
+    N are a Poisson process with rate N^beta / A per step over the steps simulated there.
+    nan when fewer than two sizes, no failure, or the data do not bound beta (e.g.
+    failures only at the largest size)."""
+    beta, a = _beta_optimum(results)
+    return (float("nan"), float("nan")) if _unbounded(beta) else (beta, a)
 
 
 def bootstrap_beta(results: list[TrajectoryResult], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """beta and its bootstrap interval, resampling trajectories within each size."""
-    beta, _ = fit_beta(failure_times(results))
+    """beta and its bootstrap interval, resampling trajectories within each size. Resamples
+    whose failures do not bound beta count as -inf or +inf, so an end of the interval can
+    be infinite; resamples without any failure are left out."""
+    beta, _ = fit_beta(results)
     rng = np.random.default_rng(seed)
     by_size = {}
     for r in results:
@@ -161,13 +189,14 @@ def bootstrap_beta(results: list[TrajectoryResult], n_boot: int = 2000, seed: in
     samples = []
     for _ in range(n_boot):
         resampled = [rs[i] for rs in by_size.values() for i in rng.integers(0, len(rs), len(rs))]
-        b, _ = fit_beta(failure_times(resampled))
+        b, _ = _beta_optimum(resampled)
         if np.isfinite(b):
             samples.append(b)
     if not samples:
         return beta, float("nan"), float("nan")
-    lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-    return beta, float(lo), float(hi)
+    ends = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], method="nearest")
+    lo, hi = (float(np.sign(e) * np.inf) if _unbounded(e) else float(e) for e in ends)
+    return beta, lo, hi
 
 
 def plot_failure(path, series: dict, title: str = "time to failure") -> Path:
@@ -189,9 +218,9 @@ def plot_failure(path, series: dict, title: str = "time to failure") -> Path:
         if censored:  # no failure at this size: open marker at the 95% lower bound
             bounds = [failure_time_lower_bound(results, k) for k in censored]
             ax.loglog(censored, bounds, marker, color=color, mfc="none", label=f"{label}: no failure (95% lower bound)")
-        if len(n) >= 2:
-            _, a = fit_beta(times)
-            grid = np.geomspace(n.min(), n.max(), 20)
+        if np.isfinite(beta):
+            _, a = fit_beta(results)
+            grid = np.geomspace(min(times), max(times), 20)
             ax.loglog(grid, a * grid**-beta, "-", color=color, lw=1)
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 

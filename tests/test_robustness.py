@@ -84,8 +84,25 @@ def test_beta_fit_recovers_a_known_exponent():
     beta, lo, hi = bootstrap_beta(results, n_boot=300)
     assert lo < beta_true < hi
     assert beta == pytest.approx(beta_true, abs=0.05)
-    assert fit_beta({16: 100.0, 32: 50.0})[0] == pytest.approx(1.0)
+    two_sizes = [TrajectoryResult(16, 0, 100, True, ""), TrajectoryResult(32, 0, 50, True, "")]
+    assert fit_beta(two_sizes)[0] == pytest.approx(1.0, abs=1e-6)  # rates 1/100 and 1/50
+    assert np.isnan(fit_beta([TrajectoryResult(16, 0, 100, False, ""), TrajectoryResult(32, 0, 50, True, "")])[0])  # unbounded
     assert failure_times([TrajectoryResult(16, 0, 100, False, "")])[16] == float("inf")
+
+
+def test_beta_fit_counts_sizes_where_nothing_failed():
+    """No failure in 1e5 steps at N = 16 is evidence of a steep size dependence: the
+    likelihood over all sizes puts beta above the 1.0 of a line through 32 and 64 alone,
+    at the maximum of the Poisson log-likelihood (checked on a grid)."""
+    results = [TrajectoryResult(16, s, 10000, False, "") for s in range(10)]
+    results += [TrajectoryResult(32, s, 10000, s < 2, "") for s in range(10)]
+    results += [TrajectoryResult(64, s, 10000, s < 4, "") for s in range(10)]
+    beta, a = fit_beta(results)
+    n, k, e = np.array([16, 32, 64.0]), np.array([0, 2, 4.0]), np.full(3, 1e5)
+    grid = np.linspace(0.5, 4, 3501)
+    loglik = [k @ np.log(n**b / (n**b @ e / k.sum())) - (n**b / (n**b @ e / k.sum())) @ e for b in grid]
+    assert beta > 1.2 and beta == pytest.approx(grid[int(np.argmax(loglik))], abs=2e-3)
+    assert a == pytest.approx((n**beta @ e) / k.sum())
 
 
 def test_lower_bound_without_failures_is_the_poisson_limit():
