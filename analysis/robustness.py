@@ -9,9 +9,9 @@ whichever is larger (small cells must not trip on equilibrium fluctuations:
 ``min_distance`` A for ``contact_checks`` consecutive checks, or energies/forces are
 not finite. A close contact must persist because at the temperatures that provoke
 failures a hot collision briefly passes the floor and bounces back within one check
-(H-H at 0.42-0.53 A for at most 2.5 fs in 16-atom runs at 6000-8000 K), while an
-atom pair that has fallen into a spurious well of the model stays there (0.14 A for
-45 fs in one such run). Runs that
+(atoms at 0.42-0.56 A for at most one check, 2.5 fs, in 16-atom runs at 6000-8000 K),
+while an atom pair that has fallen into a spurious well of the model stays there
+(0.14 A for 45 fs in one such run; two N atoms at 0.26-0.50 A in another). Runs that
 reach ``max_steps`` are right-censored. Per size N the failure rate is the
 censored exponential maximum-likelihood estimate (failures / steps simulated),
 t_failure(N) = 1 / rate. beta comes from the same likelihood over all sizes at once
@@ -211,7 +211,7 @@ def plot_failure(path, series: dict, title: str = "time to failure") -> Path:
         times = failure_times(results)
         n = np.array([k for k, t in times.items() if np.isfinite(t)])
         t = np.array([times[k] for k in n])
-        beta, lo, hi = bootstrap_beta(results, n_boot=500)
+        beta, lo, hi = bootstrap_beta(results)  # the same draws as the printed interval
         fit = f"beta = {beta:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(beta) else "beta undetermined"
         ax.loglog(n, t, "o", color=color, label=f"{label}: {fit}")
         censored = [k for k, v in times.items() if not np.isfinite(v)]
