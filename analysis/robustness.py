@@ -124,22 +124,24 @@ def append_result(path, result: TrajectoryResult) -> None:
         f.flush()
 
 
-def failure_times(results: list[TrajectoryResult]) -> dict[int, float]:
-    """t_failure(N) = steps simulated / failures (censored exponential MLE); inf without failures."""
+def per_size(results: list[TrajectoryResult]) -> dict[int, tuple[int, int, int]]:
+    """(failures, trajectories, steps simulated) per size N, sizes ascending."""
     out = {}
     for n in sorted({r.n_atoms for r in results}):
         rs = [r for r in results if r.n_atoms == n]
-        failures = sum(r.failed for r in rs)
-        exposure = sum(r.steps for r in rs)
-        out[n] = exposure / failures if failures else float("inf")
+        out[n] = (sum(r.failed for r in rs), len(rs), sum(r.steps for r in rs))
     return out
+
+
+def failure_times(results: list[TrajectoryResult]) -> dict[int, float]:
+    """t_failure(N) = steps simulated / failures (censored exponential MLE); inf without failures."""
+    return {n: exposure / failures if failures else float("inf") for n, (failures, _, exposure) in per_size(results).items()}
 
 
 def failure_time_lower_bound(results: list[TrajectoryResult], n_atoms: int, level: float = 0.95) -> float:
     """One-sided ``level`` lower bound on t_failure (steps) at a size where nothing failed:
     with a Poisson rate, zero failures in E steps rule out rates above -ln(1 - level) / E."""
-    exposure = sum(r.steps for r in results if r.n_atoms == n_atoms)
-    return exposure / -np.log(1 - level)
+    return per_size(results)[n_atoms][2] / -np.log(1 - level)
 
 
 BETA_BOUND = 10.0  # |beta| searched; an optimum at the bound means the data do not bound beta
@@ -150,9 +152,10 @@ def _beta_optimum(results: list[TrajectoryResult]) -> tuple[float, float]:
     with fewer than two sizes."""
     from scipy.optimize import minimize_scalar
 
-    sizes = sorted({r.n_atoms for r in results})
-    failures = np.array([sum(r.failed for r in results if r.n_atoms == n) for n in sizes], float)
-    exposure = np.array([sum(r.steps for r in results if r.n_atoms == n) for n in sizes], float)
+    counts = per_size(results)
+    sizes = list(counts)
+    failures = np.array([f for f, _, _ in counts.values()], float)
+    exposure = np.array([e for _, _, e in counts.values()], float)
     if len(sizes) < 2 or failures.sum() == 0:
         return float("nan"), float("nan")
     log_n = np.log(sizes)
@@ -199,8 +202,9 @@ def bootstrap_beta(results: list[TrajectoryResult], n_boot: int = 2000, seed: in
     return beta, lo, hi
 
 
-def plot_failure(path, series: dict, title: str = "time to failure") -> Path:
-    """log-log t_failure vs N with fits; ``series`` = {label: results}."""
+def plot_failure(path, series: dict, fits: dict, title: str = "time to failure") -> Path:
+    """log-log t_failure vs N with fits; ``series`` = {label: results}, ``fits`` =
+    {label: (beta, low, high)} as ``bootstrap_beta`` gave them (the printed interval)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,7 +215,7 @@ def plot_failure(path, series: dict, title: str = "time to failure") -> Path:
         times = failure_times(results)
         n = np.array([k for k, t in times.items() if np.isfinite(t)])
         t = np.array([times[k] for k in n])
-        beta, lo, hi = bootstrap_beta(results)  # the same draws as the printed interval
+        beta, lo, hi = fits[label]
         fit = f"beta = {beta:.2f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(beta) else "beta undetermined"
         ax.loglog(n, t, "o", color=color, label=f"{label}: {fit}")
         censored = [k for k, v in times.items() if not np.isfinite(v)]

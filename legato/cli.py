@@ -521,7 +521,7 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
 def _print_failure(label: str, results) -> tuple:
     import numpy as np
 
-    from legato.analysis.robustness import bootstrap_beta, failure_time_lower_bound, failure_times
+    from legato.analysis.robustness import bootstrap_beta, failure_times, per_size
 
     times = failure_times(results)
     beta, lo, hi = bootstrap_beta(results)
@@ -531,12 +531,16 @@ def _print_failure(label: str, results) -> tuple:
         typer.echo(f"{label}: beta = {beta:.2f}, no bootstrap interval (too few failures)")
     else:
         typer.echo(f"{label}: beta = {beta:.2f}, 95% interval [{lo:.2f}, {hi:.2f}]")
-    for n, t in times.items():
-        failed = sum(r.failed for r in results if r.n_atoms == n)
-        total = sum(1 for r in results if r.n_atoms == n)
-        value = f"{t:9.0f}" if np.isfinite(t) else f"> {failure_time_lower_bound(results, n):7.0f}"
-        typer.echo(f"  N = {n:4d}: t_failure = {value} steps  ({failed}/{total} trajectories failed)")
+    for n, (failed, total, _) in per_size(results).items():
+        typer.echo(f"  N = {n:4d}: t_failure = {_t_failure_text(results, n, times[n]):>9} steps  ({failed}/{total} trajectories failed)")
     return beta, lo, hi
+
+
+def _t_failure_text(results, n: int, t: float) -> str:
+    """t_failure in steps, or '>' its 95% lower bound where nothing failed."""
+    from legato.analysis.robustness import failure_time_lower_bound
+
+    return f"{t:.0f}" if t != float("inf") else f">{failure_time_lower_bound(results, n):.0f}"
 
 
 @app.command()
@@ -555,8 +559,8 @@ def failure(
     model_path = Path(model or default_model())
     out = output / model_path.name.split(".")[0]
     results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks)
-    _print_failure(model_path.name, results)
-    typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results})}")
+    fit = _print_failure(model_path.name, results)
+    typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results}, {model_path.name: fit})}")
 
 
 @app.command()
@@ -639,15 +643,13 @@ def compare(
     import csv
     import time
 
-    import numpy as np
-
-    from legato.analysis.robustness import failure_time_lower_bound, failure_times, plot_failure
+    from legato.analysis.robustness import failure_times, per_size, plot_failure
     from legato.training.modelfile import read_model_file
     from legato.training.potential import ModelPotential
     from legato.training.structures import ammonia_phase_i
 
     models = [Path(model_a or default_model()), Path(model_b or default_model().with_name("adam.legato.pt"))]
-    rows, series = [], {}
+    rows, series, fits = [], {}, {}
     for path in models:
         meta = read_model_file(path)["metadata"]
         pot = ModelPotential.from_file(path)
@@ -659,7 +661,7 @@ def compare(
         ms = (time.perf_counter() - start) / 20 * 1e3
         results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks)
         series[path.name] = results
-        beta, lo, hi = _print_failure(path.name, results)
+        beta, lo, hi = fits[path.name] = _print_failure(path.name, results)
         errors = meta.get("test_errors", {})
         rows.append(
             {
@@ -676,16 +678,16 @@ def compare(
                 "beta_high": round(hi, 3),
             }
         )
-        for n, t in failure_times(results).items():  # t_failure(N) in steps; none failed: ">" its 95% lower bound
-            failed = sum(r.failed for r in results if r.n_atoms == n)
-            rows[-1][f"t_failure_N{n}"] = round(t) if np.isfinite(t) else f">{failure_time_lower_bound(results, n):.0f}"
-            rows[-1][f"failed_N{n}"] = f"{failed}/{sum(r.n_atoms == n for r in results)}"
+        times = failure_times(results)
+        for n, (failed, total, _) in per_size(results).items():
+            rows[-1][f"t_failure_N{n}"] = _t_failure_text(results, n, times[n])
+            rows[-1][f"failed_N{n}"] = f"{failed}/{total}"
     output.mkdir(parents=True, exist_ok=True)
     with open(output / "comparison.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    figure = plot_failure(output / "failure_comparison.png", series, title=f"time to failure at {temperature:.0f} K")
+    figure = plot_failure(output / "failure_comparison.png", series, fits, title=f"time to failure at {temperature:.0f} K")
     for row in rows:
         typer.echo("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
     typer.echo(f"table: {output / 'comparison.csv'}  figure: {figure}")
