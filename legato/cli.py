@@ -109,10 +109,12 @@ def select(
             atoms.set_cell(np.eye(3) * cell)
             atoms.pbc = True
     potentials = [ModelPotential.from_file(m) for m in models]
-    picked = select_frames(potentials, candidates, n, min_separation)
-    scores = force_disagreement(potentials, [candidates[i] for i in picked])
+    scores = force_disagreement(potentials, candidates)
+    picked = select_frames(scores, n, min_separation)
+    for i in picked:  # provenance, kept by `legato label`
+        candidates[i].info.update(selected_from=str(frames), selected_index=i, committee_force_spread=round(float(scores[i]), 4))
     ase.io.write(output, [candidates[i] for i in picked], format="extxyz")
-    typer.echo(f"{output}: {len(picked)} frames, committee force spread {scores.min():.3f}-{scores.max():.3f} eV/A")
+    typer.echo(f"{output}: {len(picked)} frames, committee force spread {scores[picked].min():.3f}-{scores[picked].max():.3f} eV/A")
 
 
 @app.command()

@@ -52,6 +52,22 @@ def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_mode
     assert "IR: figure" in nqe.stdout and "INS: figure" in nqe.stdout
 
 
+def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, tiny_model_file, trained_model_file):
+    import ase.io
+
+    from legato.training.structures import ammonia_phase_i, rattled
+
+    candidates = tmp_path / "candidates.extxyz"
+    ase.io.write(candidates, rattled(ammonia_phase_i(), 8, stdev=0.05, seed=3))
+    out = tmp_path / "picked.extxyz"
+    result = legato("select", tiny_model_file, trained_model_file, "-f", candidates, "-n", 3, "--min-separation", 2, "-o", out)
+    assert result.returncode == 0, result.stderr
+    picked = ase.io.read(out, ":")
+    indices = [a.info["selected_index"] for a in picked]
+    assert len(picked) == 3 and all(b - a >= 2 for a, b in zip(indices, indices[1:]))
+    assert all(a.info["selected_from"] == str(candidates) and a.info["committee_force_spread"] > 0 for a in picked)
+
+
 def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
     import json
 

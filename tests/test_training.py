@@ -107,7 +107,7 @@ def test_committee_selection(tiny_model_file, trained):
     assert np.allclose(force_disagreement([a, a], frames), 0.0)
     scores = force_disagreement([a, b], frames)
     assert np.all(scores > 0)
-    picked = select_frames([a, b], frames, n=3, min_separation=3)
+    picked = select_frames(scores, n=3, min_separation=3)
     assert len(picked) == 3 and np.all(np.diff(picked) >= 3)
     assert scores.argmax() in picked
 

@@ -23,9 +23,9 @@ def force_disagreement(potentials: list[ModelPotential], frames) -> np.ndarray:
     return np.array(scores)
 
 
-def select_frames(potentials: list[ModelPotential], frames, n: int, min_separation: int = 1) -> list[int]:
-    """Indices of the ``n`` most disputed frames, at least ``min_separation`` apart in the list."""
-    scores = force_disagreement(potentials, frames)
+def select_frames(scores: np.ndarray, n: int, min_separation: int = 1) -> list[int]:
+    """Indices of the ``n`` highest ``scores`` (committee disagreement per frame), at least
+    ``min_separation`` apart in the list."""
     chosen: list[int] = []
     for i in np.argsort(-scores):
         if all(abs(int(i) - j) >= min_separation for j in chosen):
