@@ -131,3 +131,21 @@ def test_energy_profile_is_relative_to_the_first_frame_and_needs_its_key(synthet
     np.testing.assert_allclose([row[2] for row in profile], 1e3 * (np.array(predicted) - predicted[0]), rtol=1e-6)
     with pytest.raises(ValueError, match="no info key 'angle'"):
         energy_profile(net, meta, frames, "angle")
+
+
+def test_split_follows_frame_content_so_new_data_never_moves_old_frames():
+    from legato.training.dataset import split_indices
+    from legato.training.structures import ammonia_phase_i, rattled
+
+    frames = rattled(ammonia_phase_i(), 300, stdev=0.05, seed=7)
+    fractions = [0.8, 0.1, 0.1]
+
+    def assignment(frames):
+        return {round(frames[i].positions[0, 0], 9): k for k, idx in enumerate(split_indices(frames, fractions)) for i in idx}
+
+    old = assignment(frames[:200])
+    grown = assignment(frames[:200] + frames[200:][::-1])  # more data, and in another order
+    assert all(grown[key] == split for key, split in old.items())
+    counts = [len(idx) for idx in split_indices(frames, fractions)]
+    assert sum(counts) == 300 and abs(counts[0] - 240) < 30 and min(counts) > 15
+    assert split_indices(frames, fractions, seed=1)[2].tolist() != split_indices(frames, fractions)[2].tolist()  # split_seed matters

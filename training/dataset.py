@@ -155,14 +155,28 @@ def species_of(frames: Iterable[ase.Atoms]) -> list[str]:
     return [chemical_symbols[z] for z in numbers]
 
 
-def split_indices(n_frames: int, fractions: Sequence[float], seed: int = 0) -> list[np.ndarray]:
-    """Random disjoint index sets with the given fractions (summing to 1)."""
+def frame_key(atoms: ase.Atoms, seed: int = 0) -> float:
+    """A number in [0, 1) fixed by the frame's species, positions and cell (to 1e-6 A) and ``seed``."""
+    h = hashlib.sha256(str(seed).encode())
+    h.update(np.asarray(atoms.numbers, dtype=np.int64).tobytes())
+    for array in (atoms.positions, atoms.cell.array):
+        h.update(np.round(np.asarray(array, dtype=np.float64), 6).tobytes())
+    return int.from_bytes(h.digest()[:8], "big") / 2.0**64
+
+
+def split_indices(frames: Sequence[ase.Atoms], fractions: Sequence[float], seed: int = 0) -> list[np.ndarray]:
+    """Disjoint index sets with about the given fractions (summing to 1).
+
+    Each frame's set follows from its own content (``frame_key``), not from its place
+    in the file: adding frames to a data set never moves the old ones between
+    train, validation and test, so models trained before and after can be compared
+    on the same held-out frames.
+    """
     if abs(sum(fractions) - 1.0) > 1e-9:
         raise DatasetError(f"split fractions {list(fractions)} must sum to 1")
-    order = np.random.default_rng(seed).permutation(n_frames)
-    counts = np.floor(np.asarray(fractions) * n_frames).astype(int)
-    counts[0] += n_frames - counts.sum()
-    return np.split(order, np.cumsum(counts)[:-1])
+    keys = np.array([frame_key(atoms, seed) for atoms in frames])
+    which = np.searchsorted(np.cumsum(fractions)[:-1], keys, side="right")
+    return [np.flatnonzero(which == k) for k in range(len(fractions))]
 
 
 __all__ = [
@@ -170,6 +184,7 @@ __all__ = [
     "DatasetError",
     "dipole_from_wannier",
     "file_sha256",
+    "frame_key",
     "load_dataset",
     "read_frames",
     "species_of",

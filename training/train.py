@@ -55,7 +55,7 @@ def write_splits(frames, cfg: DictConfig, split_dir: Path) -> dict:
         return paths
     fractions = [float(cfg.data.split[name]) for name in SPLITS]
     split_dir.mkdir(parents=True, exist_ok=True)
-    for name, idx in zip(SPLITS, split_indices(len(frames), fractions, int(cfg.data.get("split_seed", 0)))):
+    for name, idx in zip(SPLITS, split_indices(frames, fractions, int(cfg.data.get("split_seed", 0)))):
         if len(idx) == 0:
             raise DatasetError(f"split '{name}' is empty: {len(frames)} frames are too few for fractions {fractions}")
         ase.io.write(paths[name], [frames[i] for i in idx], format="extxyz")
