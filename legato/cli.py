@@ -174,24 +174,31 @@ def evaluate(
     model: Path = typer.Argument(..., help="model file"),
     data: Path = typer.Argument(..., help="labelled frames (e.g. data/nh3_dft_test.extxyz)"),
     by: Optional[str] = typer.Option(None, help="also print energies relative to the first frame against this info key (e.g. c3_angle_deg for data/nh3_dft_c3scan.extxyz)"),
+    group_by: Optional[str] = typer.Option(None, help="also print the errors for each value of this info key (e.g. source_file: where the errors are)"),
 ):
     """Test errors of a model on labelled frames (energy, forces, Wannier centres, dipoles)."""
     from legato.training.dataset import DatasetError, load_dataset
-    from legato.training.evaluate import energy_profile, test_errors
+    from legato.training.evaluate import energy_profile, errors_by_group, errors_of, predict_frames
     from legato.training.modelfile import ModelFileError, load_model
+    from legato.training.potential import ModelPotential
 
     try:
         net, meta = load_model(model)
         frames = load_dataset(data, meta["type_names"])
-        profile = energy_profile(net, meta, frames, by) if by else []
+        pred = predict_frames(ModelPotential(net, meta), frames)
+        profile = energy_profile(frames, pred, by) if by else []
     except (ModelFileError, DatasetError, ValueError) as exc:
         fail(str(exc))
-    for key, value in test_errors(net, meta, frames).items():
+    for key, value in errors_of(frames, pred).items():
         typer.echo(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    if group_by:
+        typer.echo(f"{group_by:>32} {'frames':>6} {'E (meV/atom)':>12} {'F MAE (meV/A)':>13} {'W (A)':>8}")
+        for value, e in errors_by_group(frames, pred, group_by).items():
+            typer.echo(f"{value:>32} {e['n_frames']:>6} {e['energy_mae_meV_per_atom']:12.2f} {e['forces_mae_meV_per_A']:13.1f} {e['wannier_mae_A']:8.4f}")
     if profile:
         typer.echo(f"{by:>14} {'reference (meV)':>16} {'model (meV)':>12}")
-        for value, ref, pred in profile:
-            typer.echo(f"{value:>14} {ref:16.1f} {pred:12.1f}")
+        for value, ref, pred_ in profile:
+            typer.echo(f"{value:>14} {ref:16.1f} {pred_:12.1f}")
 
 
 @app.command()

@@ -116,21 +116,39 @@ def test_energy_profile_is_relative_to_the_first_frame_and_needs_its_key(synthet
     import ase.io
 
     from legato.training.evaluate import energy_profile, predict_frames
-    from legato.training.modelfile import load_model
     from legato.training.potential import ModelPotential
 
     frames = ase.io.read(synthetic_dataset, ":4")
     for k, atoms in enumerate(frames):
         atoms.info["step"] = 10 * k
-    net, meta = load_model(tiny_model_file)
-    profile = energy_profile(net, meta, frames, "step")
+    pred = predict_frames(ModelPotential.from_file(tiny_model_file), frames)
+    profile = energy_profile(frames, pred, "step")
     energies = [atoms.get_potential_energy() for atoms in frames]
-    predicted = [p["energy"] for p in predict_frames(ModelPotential(net, meta), frames)]
+    predicted = [p["energy"] for p in pred]
     assert [row[0] for row in profile] == [0, 10, 20, 30]
     np.testing.assert_allclose([row[1] for row in profile], 1e3 * (np.array(energies) - energies[0]))
     np.testing.assert_allclose([row[2] for row in profile], 1e3 * (np.array(predicted) - predicted[0]), rtol=1e-6)
     with pytest.raises(ValueError, match="no info key 'angle'"):
-        energy_profile(net, meta, frames, "angle")
+        energy_profile(frames, pred, "angle")
+
+
+def test_errors_by_group_are_the_errors_of_each_group_alone(synthetic_dataset, tiny_model_file):
+    import ase.io
+
+    from legato.training.evaluate import errors_by_group, errors_of, predict_frames
+    from legato.training.potential import ModelPotential
+
+    frames = ase.io.read(synthetic_dataset, ":6")
+    for atoms, source in zip(frames, ["a", "b", "a", "b", "a", None]):
+        atoms.info.pop("source_file", None)
+        if source:
+            atoms.info["source_file"] = source
+    pred = predict_frames(ModelPotential.from_file(tiny_model_file), frames)
+    groups = errors_by_group(frames, pred, "source_file")
+    assert list(groups) == ["(none)", "a", "b"] and [g["n_frames"] for g in groups.values()] == [1, 3, 2]
+    alone = errors_of([frames[i] for i in (1, 3)], [pred[i] for i in (1, 3)])
+    assert groups["b"] == pytest.approx(alone, nan_ok=True)
+    assert groups["b"]["forces_mae_meV_per_A"] != errors_of(frames, pred)["forces_mae_meV_per_A"]
 
 
 def test_split_follows_frame_content_so_new_data_never_moves_old_frames():

@@ -24,8 +24,11 @@ def predict_frames(potential: ModelPotential, frames) -> list[dict]:
 
 
 def test_errors(model, metadata: dict, frames) -> dict:
-    potential = ModelPotential(model, metadata)
-    pred = predict_frames(potential, frames)
+    return errors_of(frames, predict_frames(ModelPotential(model, metadata), frames))
+
+
+def errors_of(frames, pred: list[dict]) -> dict:
+    """Errors of predictions ``pred`` (from ``predict_frames``) against the labels of ``frames``."""
     e_err = [(p["energy"] - _energy(a)) / len(a) for p, a in zip(pred, frames)]
     f_err = np.concatenate([(p["forces"] - _forces(a)).ravel() for p, a in zip(pred, frames)])
     w_err = np.concatenate(
@@ -43,12 +46,20 @@ def test_errors(model, metadata: dict, frames) -> dict:
     }
 
 
-def energy_profile(model, metadata: dict, frames, key: str) -> list[tuple]:
+def errors_by_group(frames, pred: list[dict], key: str) -> dict:
+    """``errors_of`` for each value of ``info[key]`` (e.g. source_file); frames without it form "(none)"."""
+    groups: dict = {}
+    for i, atoms in enumerate(frames):
+        groups.setdefault(str(atoms.info.get(key, "(none)")), []).append(i)
+    return {value: errors_of([frames[i] for i in idx], [pred[i] for i in idx]) for value, idx in sorted(groups.items())}
+
+
+def energy_profile(frames, pred: list[dict], key: str) -> list[tuple]:
     """(``info[key]``, reference, model) energies in meV per frame relative to the first
     frame, e.g. a rigid rotation scan labelled by its angle."""
     missing = [i for i, atoms in enumerate(frames) if key not in atoms.info]
     if missing:
         raise ValueError(f"frame {missing[0]} has no info key '{key}': pick a key every frame carries")
-    pred = [p["energy"] for p in predict_frames(ModelPotential(model, metadata), frames)]
+    energies = [p["energy"] for p in pred]
     ref = [_energy(atoms) for atoms in frames]
-    return [(atoms.info[key], 1e3 * (r - ref[0]), 1e3 * (p - pred[0])) for atoms, r, p in zip(frames, ref, pred)]
+    return [(atoms.info[key], 1e3 * (r - ref[0]), 1e3 * (p - energies[0])) for atoms, r, p in zip(frames, ref, energies)]
