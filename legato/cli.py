@@ -197,8 +197,8 @@ def evaluate(
             typer.echo(f"{value:>32} {e['n_frames']:>6} {e['energy_mae_meV_per_atom']:12.2f} {e['forces_mae_meV_per_A']:13.1f} {e['wannier_mae_A']:8.4f}")
     if profile:
         typer.echo(f"{by:>14} {'reference (meV)':>16} {'model (meV)':>12}")
-        for value, ref, pred_ in profile:
-            typer.echo(f"{value:>14} {ref:16.1f} {pred_:12.1f}")
+        for value, reference, predicted in profile:
+            typer.echo(f"{value:>14} {reference:16.1f} {predicted:12.1f}")
 
 
 @app.command()
