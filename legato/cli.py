@@ -192,9 +192,11 @@ def evaluate(
     for key, value in errors_of(frames, pred).items():
         typer.echo(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     if group_by:
-        typer.echo(f"{group_by:>32} {'frames':>6} {'E (meV/atom)':>12} {'F MAE (meV/A)':>13} {'W (A)':>8}")
-        for value, e in errors_by_group(frames, pred, group_by).items():
-            typer.echo(f"{value:>32} {e['n_frames']:>6} {e['energy_mae_meV_per_atom']:12.2f} {e['forces_mae_meV_per_A']:13.1f} {e['wannier_mae_A']:8.4f}")
+        groups = errors_by_group(frames, pred, group_by)
+        width = max(len(group_by), *map(len, groups))
+        typer.echo(f"{group_by:>{width}} {'frames':>6} {'E (meV/atom)':>12} {'F MAE (meV/A)':>13} {'W (A)':>8}")
+        for value, e in groups.items():
+            typer.echo(f"{value:>{width}} {e['n_frames']:>6} {e['energy_mae_meV_per_atom']:12.2f} {e['forces_mae_meV_per_A']:13.1f} {e['wannier_mae_A']:8.4f}")
     if profile:
         typer.echo(f"{by:>14} {'reference (meV)':>16} {'model (meV)':>12}")
         for value, reference, predicted in profile:
