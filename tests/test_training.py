@@ -149,6 +149,9 @@ def test_errors_by_group_are_the_errors_of_each_group_alone(synthetic_dataset, t
     alone = errors_of([frames[i] for i in (1, 3)], [pred[i] for i in (1, 3)])
     assert groups["b"] == pytest.approx(alone, nan_ok=True)
     assert groups["b"]["forces_mae_meV_per_A"] != errors_of(frames, pred)["forces_mae_meV_per_A"]
+    for atoms, step in zip(frames, [100, 20, 3, 20, 100, 3]):
+        atoms.info["step"] = step
+    assert list(errors_by_group(frames, pred, "step")) == ["3", "20", "100"]  # numbers in numeric order
 
 
 def test_split_follows_frame_content_so_new_data_never_moves_old_frames():

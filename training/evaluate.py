@@ -50,8 +50,9 @@ def errors_by_group(frames, pred: list[dict], key: str) -> dict:
     """``errors_of`` for each value of ``info[key]`` (e.g. source_file); frames without it form "(none)"."""
     groups: dict = {}
     for i, atoms in enumerate(frames):
-        groups.setdefault(str(atoms.info.get(key, "(none)")), []).append(i)
-    return {value: errors_of([frames[i] for i in idx], [pred[i] for i in idx]) for value, idx in sorted(groups.items())}
+        groups.setdefault(atoms.info.get(key, "(none)"), []).append(i)
+    numbers_first = sorted(groups, key=lambda v: (0, v, "") if isinstance(v, (int, float, np.number)) else (1, 0, str(v)))
+    return {str(v): errors_of([frames[i] for i in groups[v]], [pred[i] for i in groups[v]]) for v in numbers_first}
 
 
 def energy_profile(frames, pred: list[dict], key: str) -> list[tuple]:
