@@ -200,7 +200,12 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         enable_model_summary=False,
         num_sanity_val_steps=0,
         logger=CSVLogger(out, name="logs"),
-        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, save_top_k=1, save_last=True)],
+        # last.ckpt after every epoch, from its own callback: `save_last=True` on the monitored
+        # one rewrites it only when the validation loss improves, so a resume redid epochs.
+        callbacks=[
+            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, save_top_k=1),
+            ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False),
+        ],
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=False)
