@@ -24,12 +24,13 @@ def fail(message: str, code: int = 2) -> None:
 @app.command()
 def structures(
     output: Path = typer.Argument(..., help="extxyz file to write"),
-    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced)"),
+    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced) | path (between the first two frames of --between, displaced)"),
     n: int = typer.Option(120, "-n", "--n", help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
     a: float = typer.Option(5.13, help="phase-I lattice constant, A"),
     repeat: int = typer.Option(1, help="supercell repeat along each axis"),
     molecules: int = typer.Option(4, help="molecules per liquid box"),
     density: float = typer.Option(0.68, help="liquid density, g/cm^3"),
+    between: Optional[Path] = typer.Option(None, help="for --kind path: a file whose first two frames are the path's end points (e.g. two minima)"),
     seed: int = typer.Option(0),
 ):
     """Write starting structures (crystal, liquid, thermally displaced sets)."""
@@ -49,8 +50,18 @@ def structures(
         frames = st.ammonia_turned_set(n, seed=seed)
     elif kind == "ammonia-c3-scan":
         frames = st.ammonia_c3_scan(a=a)
+    elif kind == "path":
+        if between is None or not between.exists():
+            fail("--kind path needs --between FILE, a structure file whose first two frames are the end points")
+        ends = ase.io.read(between, ":2")
+        if len(ends) < 2:
+            fail(f"{between}: --kind path needs two frames, found {len(ends)}")
+        try:
+            frames = st.path_between(ends[0], ends[1], n, seed=seed)
+        except ValueError as exc:
+            fail(f"{between}: {exc}")
     else:
-        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid, ammonia-reoriented, ammonia-turned or ammonia-c3-scan)")
+        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid, ammonia-reoriented, ammonia-turned, ammonia-c3-scan or path)")
     ase.io.write(output, frames, format="extxyz")
     typer.echo(f"wrote {len(frames)} frame(s) to {output}")
 

@@ -28,6 +28,7 @@ def test_every_verb_has_help(verb):
         (["label", "no/such.xyz", "out.extxyz"], "no such structure file"),
         (["spectrum", "ir", "no/such/run"], "no i-PI input"),
         (["spectrum", "raman", "."], "unknown spectrum 'raman'"),
+        (["structures", "unused.extxyz", "--kind", "path"], "--kind path needs --between FILE"),
         (["serve", "README.md", "-s", "ipi_inputs/nh3_phase_i.xyz"], "exactly one of --unix"),
     ],
 )

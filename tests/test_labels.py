@@ -5,10 +5,11 @@ import json
 import ase.io
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from legato.training import label as label_module
 from legato.analysis.orientation import bond_vectors, hydrogen_bonds, turn_angles
-from legato.training.structures import ammonia_phase_i, closest_intermolecular, molecular_liquid, molecules_of, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
+from legato.training.structures import ammonia_phase_i, closest_intermolecular, molecular_liquid, molecules_of, path_between, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
 from legato.training.wannier import assign_centres, centres_from_z, jacobi_localize, spread_weights
 
 
@@ -70,6 +71,37 @@ def test_reoriented_set_keeps_molecules_apart():
     frames = reoriented_set(ammonia_phase_i(5.05), 8, seed=0)
     molecules = molecules_of(ammonia_phase_i(5.05))
     assert min(closest_intermolecular(f, molecules) for f in frames) >= 1.4
+
+
+def test_path_between_two_structures_moves_molecules_rigidly_across_cell_faces():
+    crystal = ammonia_phase_i(5.13)
+    molecules = molecules_of(crystal)
+    end = rotated_molecule(crystal, 90.0, np.random.default_rng(1), molecules)
+    end.positions[molecules[2]] += [0.6, -0.4, 0.2]
+    end.positions += [3.0, 0.0, 0.0]  # all atoms: a rigid shift that wraps some across the cell face
+    end.wrap()
+    frames = path_between(crystal, end, 5, stdev=0.0, overshoot=0.0)
+    assert [f.info["path_fraction"] for f in frames] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    apart = lambda a, b: np.abs(a.get_distances(0, range(len(a)), mic=True, vector=True) - b.get_distances(0, range(len(b)), mic=True, vector=True)).max()  # noqa: E731
+    assert apart(frames[0], crystal) < 1e-10 and apart(frames[-1], end) < 1e-10
+    distances = lambda atoms, idx: atoms.get_all_distances(mic=True)[np.ix_(idx, idx)]  # noqa: E731
+    for frame in frames:  # a straight line for every atom would shorten the turning molecule's bonds
+        for idx in molecules:
+            np.testing.assert_allclose(distances(frame, idx), distances(crystal, idx), atol=1e-10)
+    def turned_by(frame, idx):  # degrees, rigid rotation of molecule idx from the crystal
+        body = lambda atoms: atoms.get_distances(idx[0], idx, mic=True, vector=True)  # noqa: E731
+        centred = lambda v: v - v.mean(axis=0)  # noqa: E731
+        return np.degrees(Rotation.align_vectors(centred(body(frame)), centred(body(crystal)))[0].magnitude())
+
+    turned = [idx for idx in molecules if turned_by(end, idx) > 1.0]
+    assert len(turned) == 1 and turned_by(end, turned[0]) == pytest.approx(90.0)
+    assert [turned_by(f, turned[0]) for f in frames] == pytest.approx([0.0, 22.5, 45.0, 67.5, 90.0], abs=1e-6)
+
+
+def test_path_between_rejects_different_atoms():
+    crystal = ammonia_phase_i(5.13)
+    with pytest.raises(ValueError, match="same atoms"):
+        path_between(crystal, crystal[::-1], 3)
 
 
 @pytest.mark.parametrize("order", [1, 2])
