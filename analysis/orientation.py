@@ -12,7 +12,7 @@ so this check is part of accepting a model (see models/README.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class OrientationResult:
     mean_angle_deg: float  # bond turn from the start, averaged over bonds and the second half of the run
     final_mean_angle_deg: float  # averaged over bonds at the last step
     turned_fraction: float  # bonds more than 45 degrees from the start at the last step
+    final: object = field(repr=False)  # ase.Atoms at the last step (e.g. for analysis.quench)
 
     def summary(self) -> str:
         return (
@@ -88,4 +89,5 @@ def orientation_run(atoms, calculator, temperature: float, steps: int, seed: int
         mean_angle_deg=float(second_half.mean()),
         final_mean_angle_deg=float(samples[-1].mean()),
         turned_fraction=float((samples[-1] > 45.0).mean()),
+        final=atoms.copy(),
     )

@@ -427,10 +427,10 @@ DEMO = {
 def _relaxed_start(structure: Path, model_path: Path, path: Path) -> Path:
     """``structure`` relaxed with the model at fixed cell, written once to ``path`` (i-PI xyz)."""
     from legato.analysis.ipi_io import read_frames, write_structure
-    from legato.training.potential import ModelPotential, relaxed
+    from legato.training.potential import LegatoCalculator, ModelPotential, relaxed
 
     if not path.exists():
-        start = relaxed(read_frames(structure)[0], ModelPotential.from_file(model_path))
+        start = relaxed(read_frames(structure)[0], LegatoCalculator(potential=ModelPotential.from_file(model_path)))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_structure(path.with_suffix(".tmp"), start, f"{structure.name} relaxed with {model_path.name}").replace(path)
     return path
@@ -606,12 +606,15 @@ def orientation(
     steps: int = typer.Option(4000, help="Langevin steps of 0.5 fs"),
     seed: int = typer.Option(0),
     max_angle: float = typer.Option(20.0, help="deg; a larger mean turn of X-H bonds fails the check (exit 1)"),
+    max_shift: float = typer.Option(0.3, help="A; after MD, the last frame and the start are relaxed with the model: a heavy atom further apart than this fails the check (another minimum; exit 1)"),
+    minima: Optional[Path] = typer.Option(None, help="write the two relaxed structures here (extxyz; label them with `legato label` to see which minimum DFT prefers)"),
 ):
-    """Does the crystal stay orientationally ordered? Classical MD; how far X-H bonds turn."""
+    """Does the crystal stay orientationally ordered, and in its minimum? Classical MD; how far X-H bonds turn; then a quench."""
     import ase.io
     from tqdm import tqdm
 
     from legato.analysis.orientation import orientation_run
+    from legato.analysis.quench import quench
     from legato.training.potential import LegatoCalculator, ModelPotential
     from legato.training.structures import ammonia_phase_i
 
@@ -625,9 +628,18 @@ def orientation(
             result = orientation_run(atoms, calc, temperature, steps, seed=seed, progress=lambda done: bar.update(done - bar.n))
         except (ValueError, FloatingPointError) as exc:
             fail(str(exc))
-    ok = result.mean_angle_deg <= max_angle
-    typer.echo(f"{model_path.name}: {result.summary()} -> {'ordered' if ok else 'NOT ordered'} (limit {max_angle:.0f} deg)")
-    if not ok:
+    ordered = result.mean_angle_deg <= max_angle
+    typer.echo(f"{model_path.name}: {result.summary()} -> {'ordered' if ordered else 'NOT ordered'} (limit {max_angle:.0f} deg)")
+    try:
+        quenched = quench(atoms, result.final, calc)
+    except RuntimeError as exc:
+        fail(f"quench: {exc}")
+    stayed = quenched.heavy_shift_A <= max_shift
+    typer.echo(f"{model_path.name}: {quenched.summary()} -> {'same minimum' if stayed else 'ANOTHER minimum'} (limit {max_shift:.2f} A)")
+    if minima is not None:
+        ase.io.write(minima, [quenched.start, quenched.final], format="extxyz")
+        typer.echo(f"wrote the relaxed start and last frame to {minima}")
+    if not (ordered and stayed):
         raise typer.Exit(1)
 
 

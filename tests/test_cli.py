@@ -69,6 +69,18 @@ def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, 
     assert all(a.info["selected_from"] == str(candidates) and a.info["committee_force_spread"] > 0 for a in picked)
 
 
+def test_orientation_quenches_the_last_frame_and_exits_1_past_the_shift_limit(tmp_path):
+    import ase.io
+
+    minima = tmp_path / "minima.extxyz"
+    result = legato("orientation", "models/sam.legato.pt", "--repeat", 1, "--steps", 200, "--minima", minima)
+    assert result.returncode == 0, result.stderr
+    assert "-> ordered" in result.stdout and "-> same minimum" in result.stdout
+    assert len(ase.io.read(minima, ":")) == 2
+    strict = legato("orientation", "models/sam.legato.pt", "--repeat", 1, "--steps", 200, "--max-shift", 0)
+    assert strict.returncode == 1 and "ANOTHER minimum" in strict.stdout
+
+
 def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
     import json
 

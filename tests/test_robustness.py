@@ -168,3 +168,57 @@ class _NoForces(Calculator):
 def test_orientation_check_fires_when_bonds_turn_freely():
     free = orientation_run(ammonia_phase_i(5.13), _NoForces(), temperature=2000.0, steps=400, seed=0, timestep_fs=2.0)
     assert free.mean_angle_deg > 30.0 and free.turned_fraction > 0.3
+
+
+class _TwoSites(Calculator):
+    """Each atom in a harmonic well at site ``a`` or, ``offset`` eV higher, at site ``b``."""
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, a, b, offset, k=5.0):
+        super().__init__()
+        self.sites, self.offset, self.k = (a, b), offset, k
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        (a, b), x = self.sites, self.atoms.positions
+        da, db = x - a, x - b
+        near_b = (db**2).sum(1) < (da**2).sum(1)
+        d = np.where(near_b[:, None], db, da)
+        energy = 0.5 * self.k * (d**2).sum() + self.offset * near_b.sum()
+        self.results = {"energy": energy, "forces": -self.k * d}
+
+
+def test_quench_finds_the_other_minimum_and_its_energy_but_not_thermal_motion():
+    from legato.analysis.quench import quench
+
+    crystal = ammonia_phase_i(5.13)
+    a = crystal.positions.copy()
+    b = a.copy()
+    b[0] += [0.6, 0.0, 0.0]  # one N (heavy) and one H have a second site
+    b[5] += [0.0, 0.5, 0.0]
+    calc = _TwoSites(a, b, offset=0.02)
+    thermal = crystal.copy()
+    thermal.positions += np.random.default_rng(0).normal(scale=0.05, size=a.shape)
+    same = quench(crystal, thermal, calc)
+    assert same.heavy_shift_A < 1e-2 and abs(same.energy_change_meV) < 1e-3
+    moved = thermal.copy()
+    moved.positions[[0, 5]] = b[[0, 5]] + 0.05
+    other = quench(crystal, moved, calc)
+    assert other.energy_change_meV == pytest.approx(40.0, abs=1e-2)  # two atoms at their higher site
+    shifts = b - a
+    shifts -= shifts.mean(axis=0)
+    assert other.heavy_shift_A == pytest.approx(np.linalg.norm(shifts[0]), abs=1e-2)  # the H move alone would not count
+
+
+def test_heavy_atom_shift_ignores_drift_hydrogens_and_cell_images():
+    from legato.analysis.quench import heavy_atom_shift
+
+    crystal = ammonia_phase_i(5.13)
+    moved = crystal.copy()
+    moved.positions += [1.0, 2.0, -0.5]  # the whole cell drifts
+    moved.positions[8] += [0.7, 0.0, 0.0]  # a hydrogen
+    moved.wrap()  # some atoms cross the cell faces
+    assert heavy_atom_shift(crystal, moved) == pytest.approx(0.7 / 16, abs=1e-9)  # only the drift correction of the H move
+    moved.positions[1] += [0.0, 0.0, 0.4]
+    assert heavy_atom_shift(crystal, moved) == pytest.approx(np.linalg.norm([0.7 / 16, 0.0, 0.4 - 0.4 / 16]), abs=1e-9)

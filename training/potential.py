@@ -120,17 +120,19 @@ class LegatoCalculator(Calculator):
             self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
 
 
-def relaxed(atoms, potential: ModelPotential, fmax: float = 0.01, max_steps: int = 500):
-    """A copy of ``atoms`` relaxed at fixed cell with BFGS (forces below ``fmax`` eV/A).
+def relaxed(atoms, calculator, fmax: float = 0.01, max_steps: int = 500):
+    """A copy of ``atoms`` relaxed at fixed cell with BFGS (forces below ``fmax`` eV/A)
+    under an ASE ``calculator``; its energy (eV) is in ``info["relaxed_energy"]``.
 
     Raises RuntimeError if ``max_steps`` do not get there.
     """
     from ase.optimize import BFGS
 
     atoms = atoms.copy()
-    atoms.calc = LegatoCalculator(potential=potential)
+    atoms.calc = calculator
     if not BFGS(atoms, logfile=None).run(fmax=fmax, steps=max_steps):
         raise RuntimeError(f"relaxation did not reach fmax {fmax} eV/A in {max_steps} steps: check the structure, or relax it yourself first")
+    atoms.info["relaxed_energy"] = float(atoms.get_potential_energy())
     atoms.calc = None
     return atoms
 
