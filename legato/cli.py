@@ -209,9 +209,10 @@ def evaluate(
         for value, e in groups.items():
             typer.echo(f"{value:>{width}} {e['n_frames']:>6} {e['energy_mae_meV_per_atom']:12.2f} {e['forces_mae_meV_per_A']:13.1f} {e['wannier_mae_A']:8.4f}")
     if profile:
-        typer.echo(f"{by:>14} {'reference (meV)':>16} {'model (meV)':>12}")
+        width = max(14, len(by), *(len(str(value)) for value, _, _ in profile))
+        typer.echo(f"{by:>{width}} {'reference (meV)':>16} {'model (meV)':>12}")
         for value, reference, predicted in profile:
-            typer.echo(f"{value:>14} {reference:16.1f} {predicted:12.1f}")
+            typer.echo(f"{value!s:>{width}} {reference:16.1f} {predicted:12.1f}")
 
 
 @app.command()
