@@ -33,9 +33,7 @@ class QuenchResult:
 def heavy_atom_shift(start: ase.Atoms, final: ase.Atoms) -> float:
     """Largest displacement (A, minimum image) of a non-hydrogen atom from ``start`` to
     ``final`` after removing the mean displacement of all atoms (drift of the whole cell)."""
-    moves = final.positions - start.positions
-    if start.pbc.any():
-        moves = find_mic(moves, start.cell, start.pbc)[0]
+    moves = find_mic(final.positions - start.positions, start.cell, start.pbc)[0]
     moves -= moves.mean(axis=0)
     heavy = start.numbers > 1
     if not heavy.any():

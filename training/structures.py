@@ -113,19 +113,6 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
     return frames
 
 
-def _minimum_image(vectors: np.ndarray, atoms: ase.Atoms) -> np.ndarray:
-    """Displacement vectors (A) reduced to their shortest periodic image."""
-    vectors = np.atleast_2d(vectors)
-    if atoms.pbc.any():
-        vectors = find_mic(vectors, atoms.cell, atoms.pbc)[0]
-    return vectors
-
-
-def _relative_to_first(atoms: ase.Atoms, idx: np.ndarray) -> np.ndarray:
-    """Positions of atoms ``idx`` relative to atom ``idx[0]``, whole across cell faces (A)."""
-    return _minimum_image(atoms.positions[idx] - atoms.positions[idx[0]], atoms)
-
-
 def path_between(start: ase.Atoms, end: ase.Atoms, n: int, stdev: float = 0.03, overshoot: float = 0.25, seed: int = 0) -> list[ase.Atoms]:
     """``n`` frames from ``start`` to ``end`` (same atoms, same order, same cell), evenly
     spaced from -overshoot to 1 + overshoot (``path_fraction`` in info), each thermally
@@ -145,9 +132,10 @@ def path_between(start: ase.Atoms, end: ase.Atoms, n: int, stdev: float = 0.03, 
     bodies = []
     for idx in molecules_of(start):
         weights = masses[idx] / masses[idx].sum()
-        local0, local1 = _relative_to_first(start, idx), _relative_to_first(end, idx)
+        local0 = start.get_distances(idx[0], idx, mic=True, vector=True)  # whole across cell faces
+        local1 = end.get_distances(idx[0], idx, mic=True, vector=True)
         com0 = start.positions[idx[0]] + weights @ local0
-        move = _minimum_image(end.positions[idx[0]] + weights @ local1 - com0, start)[0]
+        move = find_mic(end.positions[idx[0]] + weights @ local1 - com0, start.cell, start.pbc)[0]
         body0, body1 = local0 - weights @ local0, local1 - weights @ local1
         rotation = Rotation.align_vectors(body1, body0)[0] if len(idx) > 1 else Rotation.identity()
         shape = rotation.inv().apply(body1) - body0
