@@ -31,6 +31,8 @@ def structures(
     molecules: int = typer.Option(4, help="molecules per liquid box"),
     density: float = typer.Option(0.68, help="liquid density, g/cm^3"),
     between: Optional[Path] = typer.Option(None, help="for --kind path: a file whose first two frames are the path's end points (e.g. two minima)"),
+    stdev: float = typer.Option(0.03, help="for --kind path: thermal displacement of hydrogen, A (0: frames exactly on the path, an energy profile)"),
+    overshoot: float = typer.Option(0.25, help="for --kind path: path fraction beyond each end point"),
     seed: int = typer.Option(0),
 ):
     """Write starting structures (crystal, liquid, thermally displaced sets)."""
@@ -57,7 +59,7 @@ def structures(
         if len(ends) < 2:
             fail(f"{between}: --kind path needs two frames, found {len(ends)}")
         try:
-            frames = st.path_between(ends[0], ends[1], n, seed=seed)
+            frames = st.path_between(ends[0], ends[1], n, stdev=stdev, overshoot=overshoot, seed=seed)
         except ValueError as exc:
             fail(f"{between}: {exc}")
     else:

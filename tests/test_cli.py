@@ -39,6 +39,23 @@ def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+def test_structures_path_with_no_displacement_is_an_energy_profile_between_the_end_points(tmp_path):
+    import ase.io
+    import numpy as np
+
+    from legato.training.structures import ammonia_phase_i, molecules_of, rotated_molecule
+
+    start = ammonia_phase_i(5.13)
+    end = rotated_molecule(start, 60.0, np.random.default_rng(0), molecules_of(start))
+    ase.io.write(tmp_path / "ends.extxyz", [start, end])
+    for extra, on_path in [(["--stdev", "0", "--overshoot", "0"], True), ([], False)]:
+        result = legato("structures", tmp_path / "p.extxyz", "--kind", "path", "--between", tmp_path / "ends.extxyz", "-n", "3", *extra)
+        assert result.returncode == 0, result.stderr
+        frames = ase.io.read(tmp_path / "p.extxyz", ":")
+        exact = [np.allclose(f.positions, e.positions, atol=1e-8) for f, e in zip(frames[::2], [start, end])]
+        assert exact == [on_path, on_path]
+
+
 def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_model_file):
     result = legato("structures", tmp_path / "s.extxyz", "--kind", "ammonia-crystal", "--repeat", "1")
     assert result.returncode == 0
