@@ -188,3 +188,26 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="--wannier-order 2"):  # another estimator must not extend the file
         label_module.label_file(structures, out, label_module.DFTSettings(wannier_order=1), progress=False)
     assert calls == [0, 1, 2, 3, 2]
+
+
+def test_labelled_forces_are_minus_the_gradient_of_the_labelled_energy():
+    """PySCF multigrid PBE + D3(BJ) as `legato label` runs it: central difference along a random direction."""
+    from ase.build import molecule
+
+    nh3 = molecule("NH3")
+    nh3.cell, nh3.pbc = [4.0, 4.0, 4.0], True  # periodic images 4 A away: small grid, ~5 s per SCF
+    nh3.center()
+    nh3.rattle(0.05, seed=1)
+    settings = label_module.DFTSettings(wannier_order=1)
+    forces = label_module.label_frame(nh3, settings).arrays["forces"]
+    direction = np.random.default_rng(0).normal(size=forces.shape)
+    direction /= np.linalg.norm(direction)
+    h = 0.01  # A
+    energies = []
+    for sign in (1, -1):
+        moved = nh3.copy()
+        moved.positions += sign * h * direction
+        energies.append(label_module.label_frame(moved, settings).info["energy"])
+    slope = -(energies[0] - energies[1]) / (2 * h)  # eV/A
+    assert abs(np.sum(forces * direction)) > 0.1  # a direction with a real force along it
+    assert slope == pytest.approx(np.sum(forces * direction), abs=0.003)
