@@ -189,7 +189,7 @@ def evaluate(
     by: Optional[str] = typer.Option(None, help="also print energies relative to the first frame against this info key (e.g. c3_angle_deg for data/nh3_dft_c3scan.extxyz)"),
     group_by: Optional[str] = typer.Option(None, help="also print the errors for each value of this info key (e.g. source_file: where the errors are)"),
 ):
-    """Test errors of a model on labelled frames (energy, forces, Wannier centres, dipoles)."""
+    """Test errors of a model on labelled frames (energy, forces, net force on each molecule, Wannier centres, dipoles)."""
     from legato.training.dataset import DatasetError, load_dataset
     from legato.training.evaluate import energy_profile, errors_by_group, errors_of, predict_frames
     from legato.training.modelfile import ModelFileError, load_model
@@ -207,9 +207,12 @@ def evaluate(
     if group_by:
         groups = errors_by_group(frames, pred, group_by)
         width = max(len(group_by), *map(len, groups))
-        typer.echo(f"{group_by:>{width}} {'frames':>6} {'E (meV/atom)':>12} {'F MAE (meV/A)':>13} {'W (A)':>8}")
+        typer.echo(f"{group_by:>{width}} {'frames':>6} {'E (meV/atom)':>12} {'F MAE (meV/A)':>13} {'F mol (meV/A)':>13} {'W (A)':>8}")
         for value, e in groups.items():
-            typer.echo(f"{value:>{width}} {e['n_frames']:>6} {e['energy_mae_meV_per_atom']:12.2f} {e['forces_mae_meV_per_A']:13.1f} {e['wannier_mae_A']:8.4f}")
+            typer.echo(
+                f"{value:>{width}} {e['n_frames']:>6} {e['energy_mae_meV_per_atom']:12.2f} {e['forces_mae_meV_per_A']:13.1f}"
+                f" {e['molecule_forces_mae_meV_per_A']:13.1f} {e['wannier_mae_A']:8.4f}"
+            )
     if profile:
         width = max(14, len(by), *(len(str(value)) for value, _, _ in profile))
         typer.echo(f"{by:>{width}} {'reference (meV)':>16} {'model (meV)':>12}")

@@ -133,6 +133,34 @@ def test_energy_profile_is_relative_to_the_first_frame_and_needs_its_key(synthet
         energy_profile(frames, pred, "angle")
 
 
+def test_molecule_force_error_sees_net_forces_on_molecules_only():
+    """An error that pushes each molecule as a whole shows in the molecule metric; one that
+    sums to zero inside every molecule (intramolecular only) does not."""
+    from conftest import analytic_labels
+
+    from legato.training.evaluate import errors_of
+    from legato.training.structures import ammonia_phase_i, molecules_of, rattled
+
+    atoms = analytic_labels(rattled(ammonia_phase_i(), 1, stdev=0.03, seed=4)[0])
+    molecules = molecules_of(atoms)
+    assert len(molecules) == 4
+    labels = atoms.arrays["forces"]
+    push, squeeze = np.zeros_like(labels), np.zeros_like(labels)
+    for k, idx in enumerate(molecules):
+        push[idx] = 0.01 * (k + 1)  # eV/A on every atom of molecule k
+        squeeze[idx] = 0.05 * (np.eye(len(idx), 3) - np.eye(len(idx), 3).mean(axis=0))
+
+    def errors(force_error):
+        pred = {"energy": atoms.info["energy"], "forces": labels + force_error, "wannier_disp": atoms.arrays["wannier_disp"], "dipole": None}
+        return errors_of([atoms], [pred])
+
+    pushed = errors(push)
+    assert pushed["molecule_forces_mae_meV_per_A"] == pytest.approx(1e3 * 0.01 * 4 * np.mean([1, 2, 3, 4]))
+    squeezed = errors(squeeze)
+    assert squeezed["forces_mae_meV_per_A"] > 10
+    assert squeezed["molecule_forces_mae_meV_per_A"] == pytest.approx(0, abs=1e-9)
+
+
 def test_errors_by_group_are_the_errors_of_each_group_alone(synthetic_dataset, tiny_model_file):
     import ase.io
 

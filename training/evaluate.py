@@ -1,6 +1,8 @@
 """Test errors of a model on labelled frames, in the units users quote.
 
 energy: MAE per atom (meV/atom); forces: MAE and RMSE per component (meV/A);
+molecule forces: MAE per component of the net force on each molecule (meV/A), the
+intermolecular part that drives librations, lattice modes and phase stability;
 Wannier vectors: MAE per component over atoms that own centres (A);
 dipole: MAE per component (e*A).
 """
@@ -12,6 +14,7 @@ import numpy as np
 from .dataset import _energy, _forces, frame_dipole
 from .fields import WANNIER_COUNT, WANNIER_DISP
 from .potential import ModelPotential
+from .structures import molecules_of
 
 
 def predict_frames(potential: ModelPotential, frames) -> list[dict]:
@@ -34,6 +37,7 @@ def errors_of(frames, pred: list[dict]) -> dict:
     w_err = np.concatenate(
         [(p["wannier_disp"] - a.arrays[WANNIER_DISP])[a.arrays[WANNIER_COUNT] > 0].ravel() for p, a in zip(pred, frames)]
     )
+    m_err = np.concatenate([molecule_net_forces(a, p["forces"] - _forces(a)).ravel() for p, a in zip(pred, frames)])
     dipoles = [(p["dipole"], frame_dipole(a)) for p, a in zip(pred, frames)]
     mu_err = np.concatenate([predicted - stored for predicted, stored in dipoles if stored is not None] or [np.zeros(0)])
     return {
@@ -41,9 +45,19 @@ def errors_of(frames, pred: list[dict]) -> dict:
         "energy_mae_meV_per_atom": 1e3 * float(np.mean(np.abs(e_err))),
         "forces_mae_meV_per_A": 1e3 * float(np.mean(np.abs(f_err))),
         "forces_rmse_meV_per_A": 1e3 * float(np.sqrt(np.mean(f_err**2))),
+        "molecule_forces_mae_meV_per_A": 1e3 * float(np.mean(np.abs(m_err))) if m_err.size else float("nan"),
         "wannier_mae_A": float(np.mean(np.abs(w_err))) if w_err.size else float("nan"),
         "dipole_mae_eA": float(np.mean(np.abs(mu_err))) if mu_err.size else float("nan"),
     }
+
+
+def molecule_net_forces(atoms, forces) -> np.ndarray:
+    """(n_molecules, 3) sums of ``forces`` over each molecule (``molecules_of``) of a frame
+    holding two or more; empty otherwise (a lone molecule feels no net force)."""
+    molecules = molecules_of(atoms)
+    if len(molecules) < 2:
+        return np.zeros((0, 3))
+    return np.array([forces[idx].sum(axis=0) for idx in molecules])
 
 
 def errors_by_group(frames, pred: list[dict], key: str) -> dict:
