@@ -56,6 +56,20 @@ def partial_dos(velocities: np.ndarray, symbols, dt_fs: float, max_lag: int | No
     return out
 
 
+def low_frequency_share(dos: dict, below_cm: float = 60.0) -> dict:
+    """{species: share of its DOS below ``below_cm`` cm^-1} from :func:`partial_dos`.
+
+    An ordered crystal has almost none there (its lowest optical modes of a small cell
+    lie higher); a large share is diffusion (g(0) = m D / kT), rotational hopping or
+    a soft, unstable mode: read the low-energy INS with care then.
+    """
+    out = {}
+    for s, (energy, g) in dos.items():
+        below = energy < below_cm * INVCM_IN_MEV
+        out[s] = float(np.trapezoid(g[below], energy[below]) / np.trapezoid(g, energy))
+    return out
+
+
 def mean_square_displacement(positions: np.ndarray, symbols) -> dict:
     """u^2 per direction (A^2) per species: positions (T, N, 3) or (T, P, N, 3) about each atom's mean."""
     x = np.asarray(positions, float)
@@ -95,6 +109,7 @@ def ins_spectrum(
     min_energy_mev: float = 2.0,
     two_phonon: bool = True,
     max_lag: int | None = None,
+    low_frequency_cm: float = 60.0,
 ) -> dict:
     """VISION-like S(E) (arbitrary units, both analyser banks summed) with its parts.
 
@@ -102,7 +117,8 @@ def ins_spectrum(
     no phonon), and energies below ``min_energy_mev`` (VISION's lower limit, ~2 meV)
     are zeroed, where g(E)/E of a finite cell is noise.
     Returns energy (meV), wavenumber (cm^-1), ``total`` (broadened), ``one_phonon``,
-    ``two_phonon``, ``h_weighted_dos``, per-species ``u2`` (A^2) and the Q lines.
+    ``two_phonon``, ``h_weighted_dos``, per-species ``u2`` (A^2), the Q lines and
+    ``low_frequency_share``, each species' DOS share below ``low_frequency_cm`` cm^-1.
     """
     symbols = list(symbols)
     unknown = sorted(set(symbols) - set(SIGMA_INC))
@@ -148,4 +164,5 @@ def ins_spectrum(
         "h_weighted_dos": weighted_dos / weighted_dos.sum() / de,
         "u2": u2,
         "q_lines": q_lines,
+        "low_frequency_share": low_frequency_share(dos, low_frequency_cm),
     }

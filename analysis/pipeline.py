@@ -127,5 +127,9 @@ def compare_runs(classical_dir, pimd_dir, out_dir, equilibration: float = 0.2) -
         rows = match_peaks(cl["peaks"], qm["peaks"])
         table = write_table(rows, out_dir / f"{kind}_nqe_shifts.csv")
         result[kind] = {"figure": figure, "table": table, "rows": rows}
-    (out_dir / "summary.json").write_text(json.dumps({k: {"figure": str(v["figure"]), "table": str(v["table"]), "shifts": v["rows"]} for k, v in result.items()}, indent=1))
+        if kind == "ins":
+            result[kind]["low_frequency_share"] = {"classical": cl["spectrum"]["low_frequency_share"], "pimd": qm["spectrum"]["low_frequency_share"]}
+    summary = {k: {"figure": str(v["figure"]), "table": str(v["table"]), "shifts": v["rows"]} for k, v in result.items()}
+    summary["ins"]["dos_share_below_60_cm-1"] = result["ins"]["low_frequency_share"]
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return result

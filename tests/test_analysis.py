@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from legato.analysis.correlation import C_CM_PER_FS, autocorrelation, spectrum
-from legato.analysis.ins import HBAR2_2AMU_MEV_A2, ins_spectrum, kinematic_q, partial_dos
+from legato.analysis.ins import HBAR2_2AMU_MEV_A2, ins_spectrum, kinematic_q, low_frequency_share, partial_dos
 from legato.analysis.ipi_io import TrajectoryError, read_extras, read_xyz
 from legato.analysis.ir import ir_spectrum
 from legato.analysis.nqe import find_peaks_with_errors
@@ -202,3 +202,22 @@ def test_written_ipi_structures_read_back_in_the_cell_orientation_ipi_builds(tmp
     np.testing.assert_allclose(back.get_all_distances(mic=True), atoms.get_all_distances(mic=True), atol=1e-6)
     np.testing.assert_allclose(back.get_scaled_positions(), atoms.get_scaled_positions(), atol=1e-7)
     assert back.get_chemical_symbols() == atoms.get_chemical_symbols()
+
+
+def test_low_frequency_share_of_a_diffusing_particle_and_a_crystal_mode():
+    """Ornstein-Uhlenbeck velocity (free particle with friction gamma): Lorentzian DOS whose
+    share below nu_c is (2/pi) atan(2 pi c nu_c / gamma); an 800 cm^-1 oscillator has none there."""
+    dt, gamma, n = 1.0, 0.02, 400000  # fs, 1/fs
+    rng = np.random.default_rng(7)
+    decay = np.exp(-gamma * dt)
+    kicks = rng.normal(size=(n, 4, 3)) * np.sqrt(1 - decay**2)
+    v = np.empty((n, 4, 3))
+    v[0] = rng.normal(size=(4, 3))
+    for i in range(1, n):
+        v[i] = decay * v[i - 1] + kicks[i]
+    t = np.arange(n) * dt
+    vibrating = np.cos(2 * np.pi * C_CM_PER_FS * 800.0 * t + rng.uniform(0, 2 * np.pi, size=(4, 1)))[..., None] * np.ones(3)
+    shares = low_frequency_share(partial_dos(np.concatenate([v, np.moveaxis(vibrating, 0, 1)], axis=1), ["H"] * 4 + ["N"] * 4, dt), 60.0)
+    expected = 2 / np.pi * np.arctan(2 * np.pi * C_CM_PER_FS * 60.0 / gamma)
+    assert shares["H"] == pytest.approx(expected, abs=0.01)
+    assert shares["N"] < 0.005

@@ -1,5 +1,6 @@
 """The command line as users meet it: help, one-line errors, the pipeline end to end."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,9 @@ def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_mode
         assert (tmp_path / "nqe" / f"{kind}_nqe.png").stat().st_size > 10000
         assert (tmp_path / "nqe" / f"{kind}_nqe_shifts.csv").read_text().startswith("classical_cm-1")
     assert "IR: figure" in nqe.stdout and "INS: figure" in nqe.stdout
+    shares = json.loads((tmp_path / "nqe" / "summary.json").read_text())["ins"]["dos_share_below_60_cm-1"]
+    assert set(shares) == {"classical", "pimd"} and all(set(v) == {"H", "N"} and all(0 <= x <= 1 for x in v.values()) for v in shares.values())
+    assert f"classical N {100 * shares['classical']['N']:.1f}%" in nqe.stdout
 
 
 def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, tiny_model_file, trained_model_file):
