@@ -432,7 +432,7 @@ def _low_frequency_line(shares: dict) -> str:
 
 
 #: DOS share below 60 cm^-1 above which `legato demo` warns that its crystal is not behaving as one
-#: (N in the TRPMD run of the quick demo: shipped SAM model 0.1%, sam_s9, whose quantum crystal goes soft, 6.7%; models/README.md)
+#: (N in the TRPMD run of the quick demo: shipped SAM model 0.3%, round 9's sam_s9, whose quantum crystal goes soft, 6.7%; models/README.md)
 LOW_FREQUENCY_ALARM = 0.03
 
 DEMO = {
