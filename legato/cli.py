@@ -394,6 +394,8 @@ def spectrum(
     typer.echo(f"{kind.upper()}: {r['csv']} and {figure}")
     for p in r["peaks"]:
         typer.echo(f"  peak {p.position:7.1f} +- {p.error:4.1f} cm^-1  (height {p.height:.2f})")
+    if kind == "ins":
+        typer.echo(_low_frequency_line({run_dir.name: r["spectrum"]["low_frequency_share"]}))
 
 
 @app.command()

@@ -72,6 +72,9 @@ def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_mode
     shares = json.loads((tmp_path / "nqe" / "summary.json").read_text())["ins"]["dos_share_below_60_cm-1"]
     assert set(shares) == {"classical", "pimd"} and all(set(v) == {"H", "N"} and all(0 <= x <= 1 for x in v.values()) for v in shares.values())
     assert f"classical N {100 * shares['classical']['N']:.1f}%" in nqe.stdout
+    single = legato("spectrum", "ins", tmp_path / "pimd", "-o", tmp_path / "ins_pimd")
+    assert single.returncode == 0, single.stderr
+    assert f"DOS share below 60 cm^-1: pimd N {100 * shares['pimd']['N']:.1f}%" in single.stdout
 
 
 def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, tiny_model_file, trained_model_file):
