@@ -56,7 +56,11 @@ def partial_dos(velocities: np.ndarray, symbols, dt_fs: float, max_lag: int | No
     return out
 
 
-def low_frequency_share(dos: dict, below_cm: float = 60.0) -> dict:
+#: cm^-1; below it an ordered crystal (of a few unit cells) has almost no vibrational DOS
+LOW_FREQUENCY_CM = 60.0
+
+
+def low_frequency_share(dos: dict, below_cm: float = LOW_FREQUENCY_CM) -> dict:
     """{species: share of its DOS below ``below_cm`` cm^-1} from :func:`partial_dos`.
 
     An ordered crystal has almost none there (its lowest optical modes of a small cell
@@ -109,7 +113,7 @@ def ins_spectrum(
     min_energy_mev: float = 2.0,
     two_phonon: bool = True,
     max_lag: int | None = None,
-    low_frequency_cm: float = 60.0,
+    low_frequency_cm: float = LOW_FREQUENCY_CM,
 ) -> dict:
     """VISION-like S(E) (arbitrary units, both analyser banks summed) with its parts.
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .ins import ins_spectrum
+from .ins import LOW_FREQUENCY_CM, ins_spectrum
 from .ipi_io import bead_files, read_extras, read_xyz
 from .ir import ir_spectrum
 from .nqe import find_peaks_with_errors, match_peaks, plot_overlay, write_table
@@ -130,6 +130,6 @@ def compare_runs(classical_dir, pimd_dir, out_dir, equilibration: float = 0.2) -
         if kind == "ins":
             result[kind]["low_frequency_share"] = {"classical": cl["spectrum"]["low_frequency_share"], "pimd": qm["spectrum"]["low_frequency_share"]}
     summary = {k: {"figure": str(v["figure"]), "table": str(v["table"]), "shifts": v["rows"]} for k, v in result.items()}
-    summary["ins"]["dos_share_below_60_cm-1"] = result["ins"]["low_frequency_share"]
+    summary["ins"][f"dos_share_below_{LOW_FREQUENCY_CM:.0f}_cm-1"] = result["ins"]["low_frequency_share"]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return result

@@ -428,12 +428,14 @@ def _print_nqe(result: dict) -> None:
 
 
 def _low_frequency_line(shares: dict) -> str:
-    """One line: each run's per-species DOS share below 60 cm^-1."""
+    """One line: each run's per-species DOS share below LOW_FREQUENCY_CM."""
+    from legato.analysis.ins import LOW_FREQUENCY_CM
+
     runs = ", ".join(f"{run} " + " ".join(f"{s} {100 * v:.1f}%" for s, v in by_species.items()) for run, by_species in shares.items())
-    return f"  DOS share below 60 cm^-1: {runs} (a crystal has almost none; more is diffusion, rotational hopping or a soft mode)"
+    return f"  DOS share below {LOW_FREQUENCY_CM:.0f} cm^-1: {runs} (a crystal has almost none; more is diffusion, rotational hopping or a soft mode)"
 
 
-#: DOS share below 60 cm^-1 above which `legato demo` warns that its crystal is not behaving as one
+#: DOS share below LOW_FREQUENCY_CM (60 cm^-1) above which `legato demo` warns that its crystal is not behaving as one
 #: (N in the TRPMD run of the quick demo: shipped SAM model 0.3%, round 9's sam_s9, whose quantum crystal goes soft, 6.7%; models/README.md)
 LOW_FREQUENCY_ALARM = 0.03
 
@@ -507,7 +509,9 @@ def demo(
     typer.echo(f"figures: {result['ir']['figure']}  {result['ins']['figure']}")
     worst = max(v for by_species in result["ins"]["low_frequency_share"].values() for v in by_species.values())
     if worst > LOW_FREQUENCY_ALARM:
-        typer.echo(f"warning: {100 * worst:.1f}% of a DOS lies below 60 cm^-1: with this model the crystal diffuses, hops or goes soft; its low-energy INS is no lattice spectrum", err=True)
+        from legato.analysis.ins import LOW_FREQUENCY_CM
+
+        typer.echo(f"warning: {100 * worst:.1f}% of a DOS lies below {LOW_FREQUENCY_CM:.0f} cm^-1: with this model the crystal diffuses, hops or goes soft; its low-energy INS is no lattice spectrum", err=True)
 
 
 SUPERCELLS = {1: (1, 1, 1), 2: (2, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2), 16: (4, 2, 2), 27: (3, 3, 3)}
