@@ -36,11 +36,15 @@ def find_peaks_with_errors(x, y, block_spectra, prominence: float = 0.08, search
     return peaks
 
 
-def match_peaks(classical: list[Peak], quantum: list[Peak], tolerance: float = 0.15) -> list[dict]:
-    """Pair classical and PIMD peaks one to one within ``tolerance`` (relative shift).
+def match_peaks(classical: list[Peak], quantum: list[Peak], tolerance: float = 0.15, min_window: float = 30.0) -> list[dict]:
+    """Pair classical and PIMD peaks one to one within ``tolerance`` (relative shift)
+    or ``min_window`` cm^-1, whichever is larger.
 
+    The window's floor matters below 200 cm^-1, where a relative tolerance is narrower
+    than the spectra resolve: a 2 ps run (1 ps of lag, Hann window) resolves ~25 cm^-1,
+    and lattice modes near 100 cm^-1 shift by up to ~20% with NQE.
     The assignment (scipy's ``linear_sum_assignment``) pairs as many peaks as the
-    tolerance allows and, among those pairings, minimises the summed squared relative
+    window allows and, among those pairings, minimises the summed squared relative
     shifts. Unlike pairing nearest peaks first, this keeps the order of crowded modes
     (three N-H stretches that all shift down stay in order instead of the closest two
     pairing up and leaving a 200 cm^-1 "shift" for the third).
@@ -52,9 +56,10 @@ def match_peaks(classical: list[Peak], quantum: list[Peak], tolerance: float = 0
     c_pos = np.array([c.position for c in classical])[:, None]
     q_pos = np.array([q.position for q in quantum])[None, :]
     relative = (q_pos - c_pos) / c_pos
-    allowed = np.abs(relative) <= tolerance
-    forbidden_cost = 1.0 + len(classical) * tolerance**2  # above any sum of allowed costs
-    rows_idx, cols_idx = linear_sum_assignment(np.where(allowed, relative**2, forbidden_cost))
+    allowed = np.abs(q_pos - c_pos) <= np.maximum(tolerance * c_pos, min_window)
+    cost = relative**2
+    forbidden_cost = 1.0 + len(classical) * cost[allowed].max(initial=0.0)  # above any sum of allowed costs
+    rows_idx, cols_idx = linear_sum_assignment(np.where(allowed, cost, forbidden_cost))
     matched = [(classical[i], quantum[j]) for i, j in zip(rows_idx, cols_idx) if allowed[i, j]]
     rows = []
     for c, q in sorted(matched, key=lambda m: m[0].position):

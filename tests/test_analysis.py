@@ -157,6 +157,18 @@ def test_crowded_peaks_keep_their_order():
     assert match_peaks(classical, []) == []
 
 
+def test_low_frequency_peaks_pair_within_the_resolution_floor():
+    """The demo's INS lattice modes: 123 -> 100 cm^-1 is -19%, beyond the 15% tolerance
+    but within the 30 cm^-1 floor; without the floor the strongest band drops out."""
+    from legato.analysis.nqe import Peak, match_peaks
+
+    classical = [Peak(123.4, 7.2, 0.6), Peak(166.8, 6.8, 1.0), Peak(3000.0, 1.0, 1.0)]
+    quantum = [Peak(100.1, 1.0, 1.0), Peak(158.4, 1.0, 0.3), Peak(2500.0, 1.0, 1.0)]
+    pairs = [(r["classical_cm-1"], r["pimd_cm-1"]) for r in match_peaks(classical, quantum)]
+    assert pairs == [(123.4, 100.1), (166.8, 158.4)]
+    assert [(r["classical_cm-1"], r["pimd_cm-1"]) for r in match_peaks(classical, quantum, min_window=0.0)] == [(166.8, 158.4)]
+
+
 def test_ipi_frames_keep_their_cell_in_angstrom(tmp_path):
     """i-PI xyz comments carry the cell; a frame in bohr comes back in Angstrom, periodic."""
     from legato.analysis.ipi_io import is_ipi_xyz, read_frames
