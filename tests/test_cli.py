@@ -77,6 +77,15 @@ def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_mode
     assert f"DOS share below 60 cm^-1: pimd N {100 * shares['pimd']['N']:.1f}%" in single.stdout
 
 
+def test_demo_warns_when_the_crystal_has_low_frequency_motion():
+    """The demo's runs of the shipped model (N 0.1% / 0.3%) pass; a model whose TRPMD crystal went soft (6.7%) is flagged."""
+    from legato.cli import low_frequency_warning
+
+    assert low_frequency_warning({"classical": {"N": 0.001, "H": 0.0}, "pimd": {"N": 0.003, "H": 0.0002}}) is None
+    warning = low_frequency_warning({"classical": {"N": 0.004, "H": 0.0002}, "pimd": {"N": 0.067, "H": 0.006}})
+    assert warning.startswith("warning: 6.7% of a DOS lies below 60 cm^-1")
+
+
 def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, tiny_model_file, trained_model_file):
     import ase.io
 
