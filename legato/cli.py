@@ -449,6 +449,7 @@ def low_frequency_warning(shares: dict) -> str | None:
         return None
     return f"warning: {100 * worst:.1f}% of a DOS lies below {LOW_FREQUENCY_CM:.0f} cm^-1: with this model the crystal diffuses, hops or goes soft; its low-energy INS is no lattice spectrum"
 
+
 DEMO = {
     # steps of 0.5 fs; frames every 2 steps (1 fs); equilibration steps precede each run
     "quick": {"structure": "nh3_phase_i.xyz", "equilibration": 1000, "classical": 10000, "pimd": 4000, "beads": 8},
