@@ -199,3 +199,35 @@ def test_split_follows_frame_content_so_new_data_never_moves_old_frames():
     counts = [len(idx) for idx in split_indices(frames, fractions)]
     assert sum(counts) == 300 and abs(counts[0] - 240) < 30 and min(counts) > 15
     assert split_indices(frames, fractions, seed=1)[2].tolist() != split_indices(frames, fractions)[2].tolist()  # split_seed matters
+
+
+def test_molecule_net_force_target_matches_the_evaluated_metric():
+    """The training term sums the same molecules' forces as `legato evaluate`, frame by frame in a batch."""
+    from nequip.data import AtomicDataDict, from_ase
+
+    from legato.training.evaluate import molecule_net_forces
+    from legato.training.molecule_forces import MoleculeIndexTransform, MoleculeNetForces
+    from legato.training.structures import ammonia_phase_i, rattled
+
+    frames = rattled(ammonia_phase_i().repeat((2, 1, 1)), 2, stdev=0.05, seed=3)
+    order = np.random.default_rng(0).permutation(len(frames[0]))  # molecules need not be contiguous
+    frames = [a[order] for a in frames]
+    rng = np.random.default_rng(1)
+    for atoms in frames:
+        atoms.arrays["forces"] = rng.normal(size=(len(atoms), 3))
+    batch = AtomicDataDict.batched_from_list([MoleculeIndexTransform()(from_ase(a)) for a in frames])
+    net = MoleculeNetForces()(batch)
+    expected = [molecule_net_forces(a, a.arrays["forces"]) for a in frames]
+    assert net.shape == (16, 3)
+    # molecules are numbered in order of their first atom in both, frame after frame
+    np.testing.assert_allclose(net.numpy(), np.concatenate(expected), atol=1e-5)  # nequip loads float32
+
+
+def test_molecule_force_loss_trains_and_is_monitored(synthetic_dataset, tmp_path):
+    cfg = config(synthetic_dataset, tmp_path, epochs=2)
+    cfg.loss.molecule_forces = 10.0
+    train(cfg, progress=False)
+    with open(next((tmp_path / "logs").glob("version_*")) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val0_epoch/molecule_forces_mae")]
+    assert len(rows) == 2
+    assert all(np.isfinite(float(r["val0_epoch/molecule_forces_mae"])) for r in rows)

@@ -3,7 +3,8 @@
 Units: ``wannier_disp`` Angstrom (per atom: centroid of the atom's MLWF centres
 minus the atom's position), ``wannier_count`` number of doubly occupied centres
 owned by the atom, ``valence_charge`` pseudopotential valence charge (e),
-``dipole`` e*Angstrom.
+``dipole`` e*Angstrom, ``molecule_index`` the atom's molecule within its frame
+(0-based; added on loading when a loss term needs it).
 """
 
 from nequip.data import register_fields
@@ -11,11 +12,12 @@ from nequip.data import register_fields
 WANNIER_DISP = "wannier_disp"
 WANNIER_COUNT = "wannier_count"
 VALENCE_CHARGE = "valence_charge"
+MOLECULE_INDEX = "molecule_index"
 #: frame dipole in the extxyz info. nequip registers "dipole" as a per-atom
 #: field, so loaders hand it to nequip under exclude_keys.
 DIPOLE = "dipole"
 
 register_fields(
-    node_fields=[WANNIER_DISP, WANNIER_COUNT, VALENCE_CHARGE],
-    long_fields=[WANNIER_COUNT, VALENCE_CHARGE],
+    node_fields=[WANNIER_DISP, WANNIER_COUNT, VALENCE_CHARGE, MOLECULE_INDEX],
+    long_fields=[WANNIER_COUNT, VALENCE_CHARGE, MOLECULE_INDEX],
 )

@@ -62,16 +62,20 @@ def write_splits(frames, cfg: DictConfig, split_dir: Path) -> dict:
     return paths
 
 
+def _uses_molecule_forces(cfg: DictConfig) -> bool:
+    return float(cfg.loss.get("molecule_forces", 0.0)) > 0
+
+
 def _metrics(coeffs: dict, kind: str) -> dict:
     """nequip MetricsManager config: MSE terms for the loss, MAE/RMSE for monitoring."""
     per_atom_energy = {"_target_": "nequip.data.PerAtomModifier", "field": "total_energy"}
     fields_ = {"per_atom_energy": per_atom_energy, "forces": "forces", "wannier_disp": fields.WANNIER_DISP}
+    if coeffs.get("molecule_forces", 0.0) > 0:
+        fields_["molecule_forces"] = {"_target_": "legato.training.molecule_forces.MoleculeNetForces"}
     entries = []
     for name, field in fields_.items():
-        if kind == "loss":
-            entries.append({"name": f"{name}_mse", "field": field, "coeff": coeffs[name], "metric": {"_target_": "nequip.train.MeanSquaredError"}})
-        else:
-            entries.append({"name": f"{name}_mse", "field": field, "coeff": coeffs[name], "metric": {"_target_": "nequip.train.MeanSquaredError"}})
+        entries.append({"name": f"{name}_mse", "field": field, "coeff": coeffs[name], "metric": {"_target_": "nequip.train.MeanSquaredError"}})
+        if kind != "loss":
             entries.append({"name": f"{name}_mae", "field": field, "metric": {"_target_": "nequip.train.MeanAbsoluteError"}})
     return {"_target_": "nequip.train.MetricsManager", "metrics": entries}
 
@@ -93,7 +97,8 @@ def _datamodule(cfg: DictConfig, paths: dict, type_names: list):
             "transforms": [
                 {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper", "model_type_names": type_names},
                 {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": float(cfg.model.r_max)},
-            ],
+            ]
+            + ([{"_target_": "legato.training.molecule_forces.MoleculeIndexTransform"}] if _uses_molecule_forces(cfg) else []),
             "train_dataloader": {**loader, "shuffle": True},
             "val_dataloader": loader,
             "test_dataloader": loader,
