@@ -231,3 +231,20 @@ def test_molecule_force_loss_trains_and_is_monitored(synthetic_dataset, tmp_path
         rows = [r for r in csv.DictReader(f) if r.get("val0_epoch/molecule_forces_mae")]
     assert len(rows) == 2
     assert all(np.isfinite(float(r["val0_epoch/molecule_forces_mae"])) for r in rows)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("loss.forces=-1", "loss.forces=-1: a loss weight must be a number >= 0"), ("loss.molecule_force=10", "loss.molecule_force: unknown loss term")],
+)
+def test_bad_loss_weights_are_refused_before_training(override, message, tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "legato.cli", "train", "training/configs/sam.yaml", override, f"output_dir={out}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not out.exists()

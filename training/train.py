@@ -24,6 +24,8 @@ from .modelfile import UNITS, save_model_file
 MONITOR = "val0_epoch/weighted_sum"
 SPLITS = ("train", "val", "test")
 EXTENDABLE = ("max_epochs", "max_steps")
+#: loss terms (MSE) a config may weight; the first three are required
+LOSS_TERMS = ("per_atom_energy", "forces", "wannier_disp", "molecule_forces")
 
 
 def load_config(path, overrides=()) -> DictConfig:
@@ -36,6 +38,18 @@ def load_config(path, overrides=()) -> DictConfig:
         if key not in cfg:
             raise ValueError(f"{path}: config lacks section '{key}' (compare training/configs/sam.yaml)")
     return cfg
+
+
+def check_loss_weights(loss: DictConfig) -> None:
+    """Every loss term must be a known one with a weight >= 0 (a typo would silently do nothing)."""
+    for name, weight in loss.items():
+        if name not in LOSS_TERMS:
+            raise ValueError(f"loss.{name}: unknown loss term; use one of {', '.join(LOSS_TERMS)}")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
+            raise ValueError(f"loss.{name}={weight}: a loss weight must be a number >= 0 (0 turns the term off)")
+    for name in LOSS_TERMS[:3]:
+        if name not in loss:
+            raise ValueError(f"loss.{name}: missing; give its weight (compare training/configs/sam.yaml)")
 
 
 def per_species_table(frames, key: str) -> dict:
@@ -170,6 +184,7 @@ def prepare(cfg: DictConfig):
     from hydra.utils import instantiate
     from nequip.utils.global_state import set_global_state
 
+    check_loss_weights(cfg.loss)
     cfg = _resolve_run_config(cfg)
     frames = load_dataset(cfg.data.path)
     type_names = list(cfg.model.get("type_names") or species_of(frames))
