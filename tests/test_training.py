@@ -248,3 +248,19 @@ def test_bad_loss_weights_are_refused_before_training(override, message, tmp_pat
     assert result.returncode != 0
     assert message in result.stderr
     assert not out.exists()
+
+
+def test_export_of_a_copied_run_writes_into_the_copy(trained, tmp_path):
+    import shutil
+
+    from legato.training.train import export_run
+
+    out, model_file = trained
+    before = model_file.read_bytes()
+    copy = tmp_path / "copied_run"
+    shutil.copytree(out, copy)
+    (copy / "model.legato.pt").unlink()
+    assert export_run(copy) == copy / "model.legato.pt"
+    assert (copy / "model.legato.pt").exists()
+    assert model_file.read_bytes() == before
+    assert OmegaConf.load(copy / "config.yaml").output_dir == str(copy)

@@ -164,6 +164,7 @@ def _resolve_run_config(cfg: DictConfig) -> DictConfig:
     saved_cfg = out / "config.yaml"
     if saved_cfg.exists():
         previous = OmegaConf.load(saved_cfg)
+        previous.output_dir = str(out)  # where the run is now, should it have been moved
         for key in EXTENDABLE:  # a resumed run may be given more epochs or steps
             if key in cfg.trainer:
                 previous.trainer[key] = cfg.trainer[key]
@@ -275,7 +276,9 @@ def export_run(run_dir) -> Path:
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.exists():
         raise FileNotFoundError(f"{run_dir}: not a training run (no config.yaml)")
-    cfg, _, module, paths, model_config, frames, type_names = prepare(OmegaConf.load(cfg_file))
+    cfg = OmegaConf.load(cfg_file)
+    cfg.output_dir = str(run_dir)  # a moved or copied run exports from and into itself
+    cfg, _, module, paths, model_config, frames, type_names = prepare(cfg)
     last = run_dir / "checkpoints" / "last.ckpt"
     epochs = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1 if last.exists() else 0
     return export(cfg, module, paths, model_config, frames, type_names, epochs)
