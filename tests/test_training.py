@@ -235,9 +235,13 @@ def test_molecule_force_loss_trains_and_is_monitored(synthetic_dataset, tmp_path
 
 @pytest.mark.parametrize(
     "override, message",
-    [("loss.forces=-1", "loss.forces=-1: a loss weight must be a number >= 0"), ("loss.molecule_force=10", "loss.molecule_force: unknown loss term")],
+    [
+        ("loss.forces=-1", "loss.forces=-1: a loss weight must be a number >= 0"),
+        ("loss.molecule_force=10", "loss.molecule_force: unknown loss term"),
+        ("monitor=val0_epoch/molecule_forces_mae", "monitor=val0_epoch/molecule_forces_mae: not a logged validation metric"),
+    ],
 )
-def test_bad_loss_weights_are_refused_before_training(override, message, tmp_path):
+def test_bad_loss_weights_and_monitors_are_refused_before_training(override, message, tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "legato.cli", "train", "training/configs/sam.yaml", override, f"output_dir={out}"],
@@ -264,3 +268,13 @@ def test_export_of_a_copied_run_writes_into_the_copy(trained, tmp_path):
     assert (copy / "model.legato.pt").exists()
     assert model_file.read_bytes() == before
     assert OmegaConf.load(copy / "config.yaml").output_dir == str(copy)
+
+
+def test_monitor_picks_the_best_checkpoint_by_that_metric(synthetic_dataset, tmp_path):
+    cfg = config(synthetic_dataset, tmp_path, epochs=4)
+    cfg.monitor = "val0_epoch/wannier_disp_mae"
+    train(cfg, progress=False)
+    with open(next((tmp_path / "logs").glob("version_*")) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val0_epoch/wannier_disp_mae")]
+    best_epoch = min(rows, key=lambda r: float(r["val0_epoch/wannier_disp_mae"]))["epoch"]
+    assert torch.load(tmp_path / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)["epoch"] == int(best_epoch)

@@ -21,6 +21,8 @@ from .dataset import DatasetError, file_sha256, load_dataset, species_of, split_
 from .evaluate import test_errors
 from .modelfile import UNITS, save_model_file
 
+#: validation metric that picks the best checkpoint and drives the learning-rate plateau;
+#: a config's optional ``monitor`` key names another (e.g. val0_epoch/forces_mae)
 MONITOR = "val0_epoch/weighted_sum"
 SPLITS = ("train", "val", "test")
 EXTENDABLE = ("max_epochs", "max_steps")
@@ -50,6 +52,16 @@ def check_loss_weights(loss: DictConfig) -> None:
     for name in LOSS_TERMS[:3]:
         if name not in loss:
             raise ValueError(f"loss.{name}: missing; give its weight (compare training/configs/sam.yaml)")
+
+
+def monitored_metric(cfg: DictConfig) -> str:
+    """The config's ``monitor`` (default: the weighted validation loss), checked against the logged metrics."""
+    monitor = str(cfg.get("monitor", MONITOR))
+    terms = [name for name in LOSS_TERMS if name in LOSS_TERMS[:3] or float(cfg.loss.get(name, 0.0)) > 0]
+    known = [MONITOR] + [f"val0_epoch/{name}_{kind}" for name in terms for kind in ("mae", "mse")]
+    if monitor not in known:
+        raise ValueError(f"monitor={monitor}: not a logged validation metric; use one of {', '.join(known)}")
+    return monitor
 
 
 def per_species_table(frames, key: str) -> dict:
@@ -144,7 +156,7 @@ def _training_module_config(cfg: DictConfig, model_config: dict, type_names: lis
     if cfg.get("lr_scheduler") is not None:
         module["lr_scheduler"] = {
             "scheduler": {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", **OmegaConf.to_container(cfg.lr_scheduler, resolve=True)},
-            "monitor": MONITOR,
+            "monitor": monitored_metric(cfg),
             "interval": "epoch",
             "frequency": 1,
         }
@@ -186,6 +198,7 @@ def prepare(cfg: DictConfig):
     from nequip.utils.global_state import set_global_state
 
     check_loss_weights(cfg.loss)
+    monitored_metric(cfg)
     cfg = _resolve_run_config(cfg)
     frames = load_dataset(cfg.data.path)
     type_names = list(cfg.model.get("type_names") or species_of(frames))
@@ -224,7 +237,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         # last.ckpt after every epoch, from its own callback: `save_last=True` on the monitored
         # one rewrites it only when the validation loss improves, so a resume redid epochs.
         callbacks=[
-            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, save_top_k=1),
+            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitored_metric(cfg), save_top_k=1),
             ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False),
         ],
         **OmegaConf.to_container(cfg.trainer, resolve=True),
