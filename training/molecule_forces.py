@@ -29,6 +29,8 @@ class MoleculeIndexTransform(torch.nn.Module):
     """Adds ``molecule_index`` (per atom, 0..n_molecules-1 within its frame) to a frame."""
 
     def forward(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        # not nequip's to_ase: on a loaded frame it returns a list and attaches a calculator
+        # with the labels; molecules_of needs only these four fields
         atoms = ase.Atoms(
             numbers=data[AtomicDataDict.ATOMIC_NUMBERS_KEY].numpy(),
             positions=data[AtomicDataDict.POSITIONS_KEY].numpy(),

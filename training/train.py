@@ -26,8 +26,10 @@ from .modelfile import UNITS, save_model_file
 MONITOR = "val0_epoch/weighted_sum"
 SPLITS = ("train", "val", "test")
 EXTENDABLE = ("max_epochs", "max_steps")
-#: loss terms (MSE) a config may weight; the first three are required
-LOSS_TERMS = ("per_atom_energy", "forces", "wannier_disp", "molecule_forces")
+#: loss terms (MSE) every config weights, and those it may add with a weight > 0
+REQUIRED_LOSS_TERMS = ("per_atom_energy", "forces", "wannier_disp")
+OPTIONAL_LOSS_TERMS = ("molecule_forces",)
+LOSS_TERMS = REQUIRED_LOSS_TERMS + OPTIONAL_LOSS_TERMS
 
 
 def load_config(path, overrides=()) -> DictConfig:
@@ -49,16 +51,20 @@ def check_loss_weights(loss: DictConfig) -> None:
             raise ValueError(f"loss.{name}: unknown loss term; use one of {', '.join(LOSS_TERMS)}")
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
             raise ValueError(f"loss.{name}={weight}: a loss weight must be a number >= 0 (0 turns the term off)")
-    for name in LOSS_TERMS[:3]:
+    for name in REQUIRED_LOSS_TERMS:
         if name not in loss:
             raise ValueError(f"loss.{name}: missing; give its weight (compare training/configs/sam.yaml)")
+
+
+def active_loss_terms(loss) -> list[str]:
+    """The loss terms a run trains and logs: the required ones and optional ones weighted > 0."""
+    return list(REQUIRED_LOSS_TERMS) + [name for name in OPTIONAL_LOSS_TERMS if float(loss.get(name, 0.0)) > 0]
 
 
 def monitored_metric(cfg: DictConfig) -> str:
     """The config's ``monitor`` (default: the weighted validation loss), checked against the logged metrics."""
     monitor = str(cfg.get("monitor", MONITOR))
-    terms = [name for name in LOSS_TERMS if name in LOSS_TERMS[:3] or float(cfg.loss.get(name, 0.0)) > 0]
-    known = [MONITOR] + [f"val0_epoch/{name}_{kind}" for name in terms for kind in ("mae", "mse")]
+    known = [MONITOR] + [f"val0_epoch/{name}_{kind}" for name in active_loss_terms(cfg.loss) for kind in ("mae", "mse")]
     if monitor not in known:
         raise ValueError(f"monitor={monitor}: not a logged validation metric; use one of {', '.join(known)}")
     return monitor
@@ -88,18 +94,20 @@ def write_splits(frames, cfg: DictConfig, split_dir: Path) -> dict:
     return paths
 
 
-def _uses_molecule_forces(cfg: DictConfig) -> bool:
-    return float(cfg.loss.get("molecule_forces", 0.0)) > 0
+#: the nequip metric field of each loss term
+LOSS_FIELDS = {
+    "per_atom_energy": {"_target_": "nequip.data.PerAtomModifier", "field": "total_energy"},
+    "forces": "forces",
+    "wannier_disp": fields.WANNIER_DISP,
+    "molecule_forces": {"_target_": "legato.training.molecule_forces.MoleculeNetForces"},
+}
 
 
 def _metrics(coeffs: dict, kind: str) -> dict:
     """nequip MetricsManager config: MSE terms for the loss, MAE/RMSE for monitoring."""
-    per_atom_energy = {"_target_": "nequip.data.PerAtomModifier", "field": "total_energy"}
-    fields_ = {"per_atom_energy": per_atom_energy, "forces": "forces", "wannier_disp": fields.WANNIER_DISP}
-    if coeffs.get("molecule_forces", 0.0) > 0:
-        fields_["molecule_forces"] = {"_target_": "legato.training.molecule_forces.MoleculeNetForces"}
     entries = []
-    for name, field in fields_.items():
+    for name in active_loss_terms(coeffs):
+        field = LOSS_FIELDS[name]
         entries.append({"name": f"{name}_mse", "field": field, "coeff": coeffs[name], "metric": {"_target_": "nequip.train.MeanSquaredError"}})
         if kind != "loss":
             entries.append({"name": f"{name}_mae", "field": field, "metric": {"_target_": "nequip.train.MeanAbsoluteError"}})
@@ -124,7 +132,7 @@ def _datamodule(cfg: DictConfig, paths: dict, type_names: list):
                 {"_target_": "nequip.data.transforms.ChemicalSpeciesToAtomTypeMapper", "model_type_names": type_names},
                 {"_target_": "nequip.data.transforms.NeighborListTransform", "r_max": float(cfg.model.r_max)},
             ]
-            + ([{"_target_": "legato.training.molecule_forces.MoleculeIndexTransform"}] if _uses_molecule_forces(cfg) else []),
+            + ([{"_target_": "legato.training.molecule_forces.MoleculeIndexTransform"}] if "molecule_forces" in active_loss_terms(cfg.loss) else []),
             "train_dataloader": {**loader, "shuffle": True},
             "val_dataloader": loader,
             "test_dataloader": loader,
