@@ -278,3 +278,19 @@ def test_monitor_picks_the_best_checkpoint_by_that_metric(synthetic_dataset, tmp
         rows = [r for r in csv.DictReader(f) if r.get("val0_epoch/wannier_disp_mae")]
     best_epoch = min(rows, key=lambda r: float(r["val0_epoch/wannier_disp_mae"]))["epoch"]
     assert torch.load(tmp_path / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)["epoch"] == int(best_epoch)
+
+
+def test_resumed_run_takes_device_and_time_limit_from_the_new_config(synthetic_dataset, tmp_path):
+    """A run started time-limited on a GPU goes on without a limit on the CPU, as the same run."""
+    from legato.training.train import _resolve_run_config
+
+    started = config(synthetic_dataset, tmp_path, epochs=4)
+    started.trainer.update(accelerator="gpu", max_time={"minutes": 3})
+    started.model.num_layers = 3
+    _resolve_run_config(started)
+    resumed = config(synthetic_dataset, tmp_path, epochs=8)
+    resumed.trainer.accelerator = "cpu"
+    cfg = _resolve_run_config(resumed)
+    assert cfg.trainer.accelerator == "cpu" and "max_time" not in cfg.trainer and cfg.trainer.max_epochs == 8
+    assert cfg.model.num_layers == 3  # the architecture stays the saved run's
+    assert OmegaConf.load(tmp_path / "config.yaml") == cfg

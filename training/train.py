@@ -25,7 +25,9 @@ from .modelfile import UNITS, save_model_file
 #: a config's optional ``monitor`` key names another (e.g. val0_epoch/forces_mae)
 MONITOR = "val0_epoch/weighted_sum"
 SPLITS = ("train", "val", "test")
-EXTENDABLE = ("max_epochs", "max_steps")
+#: trainer keys a resumed run takes from the new config (unset there: unset): more epochs,
+#: another device, a new time limit
+RESUMABLE_CHANGES = ("max_epochs", "max_steps", "max_time", "accelerator", "devices")
 #: loss terms (MSE) every config weights, and those it may add with a weight > 0
 REQUIRED_LOSS_TERMS = ("per_atom_energy", "forces", "wannier_disp")
 OPTIONAL_LOSS_TERMS = ("molecule_forces",)
@@ -185,9 +187,11 @@ def _resolve_run_config(cfg: DictConfig) -> DictConfig:
     if saved_cfg.exists():
         previous = OmegaConf.load(saved_cfg)
         previous.output_dir = str(out)  # where the run is now, should it have been moved
-        for key in EXTENDABLE:  # a resumed run may be given more epochs or steps
+        for key in RESUMABLE_CHANGES:
             if key in cfg.trainer:
                 previous.trainer[key] = cfg.trainer[key]
+            else:
+                previous.trainer.pop(key, None)
         if OmegaConf.to_container(previous, resolve=True) != OmegaConf.to_container(cfg, resolve=True):
             print(f"resuming {out} with its saved config.yaml (the given config differs; use a new output_dir to change it)")
         cfg = previous
@@ -234,9 +238,8 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    trainer_args = {"accelerator": "cpu", "devices": 1, **OmegaConf.to_container(cfg.trainer, resolve=True)}
     trainer = lightning.Trainer(
-        accelerator="cpu",
-        devices=1,
         inference_mode=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -248,7 +251,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
             ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitored_metric(cfg), save_top_k=1),
             ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False),
         ],
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_args,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=False)
 
@@ -265,7 +268,7 @@ def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, typ
     if not (best.exists() or last.exists()):
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint to export (train first)")
     state = torch.load(best if best.exists() else last, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    module.to("cpu").load_state_dict(state)  # the model file is a CPU model, also after GPU training
     model = module.model["sole_model"].eval()
     split_frames = {name: ase.io.read(p, index=":", format="extxyz") for name, p in paths.items()}
     test_frames = split_frames["test"]
