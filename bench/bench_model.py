@@ -1,9 +1,10 @@
 """Model and training cost, as ratios measured side by side in one run.
 
-    python bench/bench_model.py [--repeats 5]
+    python bench/bench_model.py [--repeats 5] [--vs "model.l_max=2 model.num_tensor_features=16" ...]
 
 Prints: SAM step / Adam step; forward+forces time vs atoms (16, 128, 1024) and its
-growth exponent; one batched call on 32 copies of a 16-atom cell vs 32 calls.
+growth exponent; one batched call on 32 copies of a 16-atom cell vs 32 calls; with
+--vs, the cost of other architectures (config overrides) relative to the shipped one.
 The model is the architecture of training/configs/sam.yaml (weights untrained:
 cost does not depend on them).
 """
@@ -35,15 +36,39 @@ def best_time(fn, repeats):
     return min(times)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG).model, resolve=True)
+def untrained_potential(overrides=()):
+    """(model, ModelPotential) of the sam.yaml architecture with ``key=value`` overrides."""
+    cfg = OmegaConf.merge(OmegaConf.load(CONFIG), OmegaConf.from_dotlist(list(overrides)))
+    cfg = OmegaConf.to_container(cfg.model, resolve=True)
     cfg.update(avg_num_neighbors=20.0, per_type_energy_shifts={"H": 0.0, "N": 0.0}, per_type_energy_scales={"H": 1.0, "N": 1.0})
     model = build_model(cfg, ["H", "N"])
     meta = {"type_names": ["H", "N"], "r_max": cfg["r_max"], "units": UNITS, "valence_charge": {"H": 1, "N": 5}, "wannier_count": {"H": 0, "N": 4}}
-    pot = ModelPotential(model, meta)
+    return model, ModelPotential(model, meta)
+
+
+def architecture_costs(variants, repeats):
+    """Forward+forces time of each variant / the shipped architecture: 128 atoms, and 32 x 16 atoms batched."""
+    cell = ammonia_phase_i(repeat=(2, 2, 2))
+    copies = rattled(ammonia_phase_i(), 32, stdev=0.05, seed=1)
+    symbols = copies[0].get_chemical_symbols()
+    positions, cells = np.stack([c.positions for c in copies]), np.stack([c.cell.array for c in copies])
+    base = None
+    for overrides in [""] + variants:
+        model, pot = untrained_potential(overrides.split())
+        t_cell = best_time(lambda: pot.evaluate(cell.get_chemical_symbols(), cell.positions, cell.cell.array[None]), repeats)
+        t_beads = best_time(lambda: pot.evaluate(symbols, positions, cells), repeats)
+        base = base or (t_cell, t_beads)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"  x{t_cell / base[0]:5.1f} (128 atoms), x{t_beads / base[1]:5.1f} (32 x 16 atoms), {n_params:6d} parameters: {overrides or 'shipped architecture'}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--vs", action="append", default=[], metavar="OVERRIDES",
+                        help='another architecture as space-separated config overrides, e.g. "model.num_layers=3"; repeatable')
+    args = parser.parse_args()
+    model, pot = untrained_potential()
     print(f"model: {CONFIG.name} architecture, {sum(p.numel() for p in model.parameters())} parameters, torch threads {torch.get_num_threads()}")
 
     # --- SAM vs Adam step on 8 frames of 16 atoms ---
@@ -103,6 +128,10 @@ def main():
     t_batched = best_time(lambda: pot.evaluate(symbols, positions, cells), args.repeats)
     t_single = best_time(lambda: [pot.evaluate(symbols, positions[i], cells[i][None]) for i in range(32)], max(2, args.repeats // 2))
     print(f"32 x 16 atoms: 32 separate calls / one batched call: {t_single / t_batched:.2f}  [{t_single*1e3:.0f} / {t_batched*1e3:.0f} ms]")
+
+    if args.vs:
+        print("architectures, forward+forces time relative to the shipped one:")
+        architecture_costs(args.vs, max(2, args.repeats // 2))
 
 
 if __name__ == "__main__":
