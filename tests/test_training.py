@@ -239,9 +239,14 @@ def test_molecule_force_loss_trains_and_is_monitored(synthetic_dataset, tmp_path
         ("loss.forces=-1", "loss.forces=-1: a loss weight must be a number >= 0"),
         ("loss.molecule_force=10", "loss.molecule_force: unknown loss term"),
         ("monitor=val0_epoch/molecule_forces_mae", "monitor=val0_epoch/molecule_forces_mae: not a logged validation metric"),
+        pytest.param(
+            "trainer.accelerator=gpu",
+            "trainer.accelerator=gpu: torch",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the run is valid"),
+        ),
     ],
 )
-def test_bad_loss_weights_and_monitors_are_refused_before_training(override, message, tmp_path):
+def test_bad_settings_are_refused_before_training(override, message, tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "legato.cli", "train", "training/configs/sam.yaml", override, f"output_dir={out}"],

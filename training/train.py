@@ -58,6 +58,15 @@ def check_loss_weights(loss: DictConfig) -> None:
             raise ValueError(f"loss.{name}: missing; give its weight (compare training/configs/sam.yaml)")
 
 
+def check_accelerator(trainer: DictConfig) -> None:
+    """A GPU asked for must be one torch can use (Lightning would fail with a long traceback)."""
+    import torch
+
+    accelerator = str(trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.accelerator={accelerator}: torch {torch.__version__} sees no GPU here; use trainer.accelerator=cpu")
+
+
 def active_loss_terms(loss) -> list[str]:
     """The loss terms a run trains and logs: the required ones and optional ones weighted > 0."""
     return list(REQUIRED_LOSS_TERMS) + [name for name in OPTIONAL_LOSS_TERMS if float(loss.get(name, 0.0)) > 0]
@@ -210,6 +219,7 @@ def prepare(cfg: DictConfig):
     from nequip.utils.global_state import set_global_state
 
     check_loss_weights(cfg.loss)
+    check_accelerator(cfg.trainer)
     monitored_metric(cfg)
     cfg = _resolve_run_config(cfg)
     frames = load_dataset(cfg.data.path)
