@@ -46,12 +46,16 @@ def untrained_potential(overrides=()):
     return model, ModelPotential(model, meta)
 
 
+def bead_batch():
+    """(symbols, positions, cells) of 32 rattled copies of the 16-atom cell, as PIMD beads."""
+    copies = rattled(ammonia_phase_i(), 32, stdev=0.05, seed=1)
+    return copies[0].get_chemical_symbols(), np.stack([c.positions for c in copies]), np.stack([c.cell.array for c in copies])
+
+
 def architecture_costs(variants, repeats):
     """Forward+forces time of each variant / the shipped architecture: 128 atoms, and 32 x 16 atoms batched."""
     cell = ammonia_phase_i(repeat=(2, 2, 2))
-    copies = rattled(ammonia_phase_i(), 32, stdev=0.05, seed=1)
-    symbols = copies[0].get_chemical_symbols()
-    positions, cells = np.stack([c.positions for c in copies]), np.stack([c.cell.array for c in copies])
+    symbols, positions, cells = bead_batch()
     base = None
     for overrides in [""] + variants:
         model, pot = untrained_potential(overrides.split())
@@ -122,9 +126,7 @@ def main():
     print(f"growth exponent 128 -> 1024 atoms: {slope_big:.2f}")
 
     # --- batching ---
-    copies = rattled(ammonia_phase_i(), 32, stdev=0.05, seed=1)
-    positions = np.stack([c.positions for c in copies])
-    cells = np.stack([c.cell.array for c in copies])
+    symbols, positions, cells = bead_batch()
     t_batched = best_time(lambda: pot.evaluate(symbols, positions, cells), args.repeats)
     t_single = best_time(lambda: [pot.evaluate(symbols, positions[i], cells[i][None]) for i in range(32)], max(2, args.repeats // 2))
     print(f"32 x 16 atoms: 32 separate calls / one batched call: {t_single / t_batched:.2f}  [{t_single*1e3:.0f} / {t_batched*1e3:.0f} ms]")
