@@ -105,6 +105,47 @@ def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int,
     return TrajectoryResult(n, seed, steps, False, "survived")
 
 
+_worker_calculator = None  # one per worker process, built once by _start_worker
+
+
+def _start_worker(make_calculator, threads: int) -> None:
+    import torch
+
+    global _worker_calculator
+    torch.set_num_threads(threads)
+    _worker_calculator = make_calculator()
+
+
+def _worker_trajectory(atoms, criteria: FailureCriteria, max_steps: int, seed: int) -> TrajectoryResult:
+    return run_trajectory(atoms, _worker_calculator, criteria, max_steps, seed=seed)
+
+
+def run_trajectories(jobs, make_calculator, criteria: FailureCriteria, max_steps: int, workers: int = 1):
+    """Yield the result of each ``(atoms, seed)`` job as it finishes (completion order).
+
+    ``make_calculator`` is a picklable zero-argument callable (e.g. ``functools.partial(
+    LegatoCalculator, model_file=path)``); with ``workers > 1`` each worker process builds
+    one and runs whole trajectories on ``torch threads // workers`` threads, so a killed
+    study keeps every trajectory the caller stored as it was yielded.
+    """
+    if workers == 1:
+        calculator = make_calculator()
+        for atoms, seed in jobs:
+            yield run_trajectory(atoms, calculator, criteria, max_steps, seed=seed)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)
+    context = multiprocessing.get_context("spawn")  # forking a process that has run torch can deadlock
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(make_calculator, threads)) as pool:
+        futures = [pool.submit(_worker_trajectory, atoms, criteria, max_steps, seed) for atoms, seed in jobs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def load_results(path) -> list[TrajectoryResult]:
     """Finished trajectories, one per (N, seed) (the first record wins)."""
     path = Path(path)

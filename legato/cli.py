@@ -546,16 +546,19 @@ CONTACT_CHECKS_HELP = (
     "(5 steps apart); hot collisions bounce back within one"
 )
 
+WORKERS_HELP = "trajectories run side by side, one process each (up to the number of cores); each keeps its seed, so a study may resume with another count"
 
-def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, contact_checks: int, progress: bool = True):
+
+def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, contact_checks: int, workers: int = 1, progress: bool = True):
     """Run (or resume) the failure trajectories of one model; returns the results."""
+    from dataclasses import asdict
+    from functools import partial
+
     from tqdm import tqdm
 
-    from dataclasses import asdict
-
-    from legato.analysis.robustness import FailureCriteria, append_result, load_results, run_trajectory
+    from legato.analysis.robustness import FailureCriteria, append_result, load_results, run_trajectories
     from legato.training.dataset import file_sha256
-    from legato.training.potential import LegatoCalculator, ModelPotential
+    from legato.training.potential import LegatoCalculator
     from legato.training.structures import ammonia_phase_i
 
     multipliers = [int(k) for k in sizes.split(",")]
@@ -564,15 +567,17 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
         fail(f"--sizes {unknown} not available; use cell multipliers from {sorted(SUPERCELLS)}")
     if contact_checks < 1:
         fail(f"--contact-checks {contact_checks}: must be at least 1 (1 = any close contact is a failure)")
+    if workers < 1:
+        fail(f"--workers {workers}: must be at least 1 (trajectories run side by side, one process each)")
     criteria = FailureCriteria(temperature=temperature, contact_checks=contact_checks)
     _check_study(out, {"model_sha256": file_sha256(model_path), "max_steps": max_steps, **asdict(criteria)})
     results_file = out / "trajectories.jsonl"
     done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
-    calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
     todo = [(k, 1000 * k + seed) for k in multipliers for seed in range(seeds) if (16 * k, 1000 * k + seed) not in done]
-    for k, seed in tqdm(todo, desc=f"failure {model_path.name}", unit="traj", disable=not progress):
-        atoms = ammonia_phase_i(5.13, SUPERCELLS[k])
-        append_result(results_file, run_trajectory(atoms, calc, criteria, max_steps, seed=seed))
+    jobs = [(ammonia_phase_i(5.13, SUPERCELLS[k]), seed) for k, seed in todo]
+    finished = run_trajectories(jobs, partial(LegatoCalculator, model_file=str(model_path)), criteria, max_steps, workers)
+    for result in tqdm(finished, total=len(jobs), desc=f"failure {model_path.name}", unit="traj", disable=not progress):
+        append_result(results_file, result)
     return load_results(results_file)
 
 
@@ -610,13 +615,14 @@ def failure(
     temperature: float = typer.Option(6000.0, help="K; far above melting to provoke failures within ps (the shipped models did not fail at 1500 K)"),
     max_steps: int = typer.Option(6000, help="steps (0.5 fs) after which a trajectory counts as surviving (censored)"),
     contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
+    workers: int = typer.Option(1, help=WORKERS_HELP),
 ):
     """Time to failure vs system size and beta of t_failure = A N^-beta (resumable)."""
     from legato.analysis.robustness import plot_failure
 
     model_path = Path(model or default_model())
     out = output / model_path.name.split(".")[0]
-    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks)
+    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers)
     fit = _print_failure(model_path.name, results)
     typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results}, {model_path.name: fit})}")
 
@@ -707,6 +713,7 @@ def compare(
     temperature: float = typer.Option(6000.0, help="K, as for legato failure"),
     max_steps: int = typer.Option(6000),
     contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
+    workers: int = typer.Option(1, help=WORKERS_HELP),
     rho: float = typer.Option(0.05),
 ):
     """SAM vs Adam (or any two models): test errors, speed, sharpness, t_failure(N), beta."""
@@ -729,7 +736,7 @@ def compare(
         for _ in range(20):
             pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
         ms = (time.perf_counter() - start) / 20 * 1e3
-        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks)
+        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks, workers)
         series[path.name] = results
         beta, lo, hi = fits[path.name] = _print_failure(path.name, results)
         errors = meta.get("test_errors", {})

@@ -132,6 +132,22 @@ def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
     assert len(results.read_text().splitlines()) == 2
 
 
+def test_failure_study_in_worker_processes_runs_each_trajectory_once(tmp_path, trained_model_file):
+    import json
+
+    args = ["failure", trained_model_file, "--sizes", "1,2", "--seeds", "2", "--max-steps", "20", "--temperature", "100"]
+    records = {}
+    for workers in (1, 2):
+        run = legato(*args, "-o", tmp_path / str(workers), "--workers", workers)
+        assert run.returncode == 0, run.stderr
+        lines = (tmp_path / str(workers) / Path(trained_model_file).name.split(".")[0] / "trajectories.jsonl").read_text().splitlines()
+        records[workers] = sorted((r["n_atoms"], r["seed"], r["steps"], r["failed"]) for r in map(json.loads, lines))
+    assert [(n, seed) for n, seed, *_ in records[2]] == [(16, 1000), (16, 1001), (32, 2000), (32, 2001)]
+    assert records[2] == records[1]
+    bad = legato(*args, "-o", tmp_path / "0", "--workers", 0)
+    assert bad.returncode != 0 and "--workers 0" in bad.stderr
+
+
 def test_compare_tables_t_failure_per_size_side_by_side(tmp_path, trained_model_file):
     import csv
 
