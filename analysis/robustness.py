@@ -113,10 +113,16 @@ def _start_worker(make_calculator, threads: int) -> None:
 
     global _worker_calculator
     torch.set_num_threads(threads)
-    _worker_calculator = make_calculator()
+    try:
+        _worker_calculator = make_calculator()
+    except Exception as exc:  # raised with the first job: a Pool restarts a failing initializer forever
+        _worker_calculator = exc
 
 
-def _worker_trajectory(atoms, criteria: FailureCriteria, max_steps: int, seed: int) -> TrajectoryResult:
+def _worker_trajectory(job) -> TrajectoryResult:
+    if isinstance(_worker_calculator, Exception):
+        raise _worker_calculator
+    atoms, seed, criteria, max_steps = job
     return run_trajectory(atoms, _worker_calculator, criteria, max_steps, seed=seed)
 
 
@@ -126,7 +132,8 @@ def run_trajectories(jobs, make_calculator, criteria: FailureCriteria, max_steps
     ``make_calculator`` is a picklable zero-argument callable (e.g. ``functools.partial(
     LegatoCalculator, model_file=path)``); with ``workers > 1`` each worker process builds
     one and runs whole trajectories on ``torch threads // workers`` threads, so a killed
-    study keeps every trajectory the caller stored as it was yielded.
+    study keeps every trajectory the caller stored as it was yielded. Stopping early
+    (an exception, Ctrl-C) terminates the workers instead of waiting for the queue.
     """
     if workers == 1:
         calculator = make_calculator()
@@ -134,16 +141,13 @@ def run_trajectories(jobs, make_calculator, criteria: FailureCriteria, max_steps
             yield run_trajectory(atoms, calculator, criteria, max_steps, seed=seed)
         return
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     import torch
 
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")  # forking a process that has run torch can deadlock
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(make_calculator, threads)) as pool:
-        futures = [pool.submit(_worker_trajectory, atoms, criteria, max_steps, seed) for atoms, seed in jobs]
-        for future in as_completed(futures):
-            yield future.result()
+    with context.Pool(workers, initializer=_start_worker, initargs=(make_calculator, threads)) as pool:  # exit = terminate
+        yield from pool.imap_unordered(_worker_trajectory, [(atoms, seed, criteria, max_steps) for atoms, seed in jobs])
 
 
 def load_results(path) -> list[TrajectoryResult]:

@@ -558,6 +558,7 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
 
     from legato.analysis.robustness import FailureCriteria, append_result, load_results, run_trajectories
     from legato.training.dataset import file_sha256
+    from legato.training.modelfile import read_model_file
     from legato.training.potential import LegatoCalculator
     from legato.training.structures import ammonia_phase_i
 
@@ -569,6 +570,7 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
         fail(f"--contact-checks {contact_checks}: must be at least 1 (1 = any close contact is a failure)")
     if workers < 1:
         fail(f"--workers {workers}: must be at least 1 (trajectories run side by side, one process each)")
+    read_model_file(model_path)  # an unreadable model: one-line error before the study folder is made
     criteria = FailureCriteria(temperature=temperature, contact_checks=contact_checks)
     _check_study(out, {"model_sha256": file_sha256(model_path), "max_steps": max_steps, **asdict(criteria)})
     results_file = out / "trajectories.jsonl"
@@ -778,9 +780,18 @@ def default_model() -> Path:
     return path
 
 
-def main() -> None:  # pragma: no cover
-    app()
+def main() -> None:
+    """The `legato` entry point: an unreadable model file is a one-line error in every verb."""
+    try:
+        app()
+    except Exception as exc:
+        from legato.training.modelfile import ModelFileError
+
+        if not isinstance(exc, ModelFileError):
+            raise
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+if __name__ == "__main__":
+    main()

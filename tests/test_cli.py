@@ -26,6 +26,9 @@ def test_every_verb_has_help(verb):
     [
         (["train", "no/such.yaml"], "no such config"),
         (["info", "README.md"], "corrupt or not a legato model file"),
+        (["orientation", "README.md"], "corrupt or not a legato model file"),
+        (["sharpness", "README.md", "data/nh3_dft_test.extxyz"], "corrupt or not a legato model file"),
+        (["failure", "README.md", "--workers", "2"], "corrupt or not a legato model file"),
         (["label", "no/such.xyz", "out.extxyz"], "no such structure file"),
         (["spectrum", "ir", "no/such/run"], "no i-PI input"),
         (["spectrum", "raman", "."], "unknown spectrum 'raman'"),
