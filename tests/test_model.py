@@ -78,15 +78,19 @@ def test_dipole_of_a_rotated_molecule_rotates(potential):
     assert np.linalg.norm(mu) > 1e-3
 
 
-def test_batched_call_equals_single_calls(potential, crystal):
+@pytest.mark.parametrize("atoms_per_call", [16, 32, 10**6])  # 16-atom frames: 1, 2 (+1) or all 3 per model call
+def test_batched_call_equals_single_calls(tiny_model, potential, crystal, atoms_per_call):
     frames = rattled(crystal, 3, stdev=0.03, seed=5)
     positions = np.stack([f.positions for f in frames])
     cells = np.stack([f.cell.array for f in frames])
-    batched = potential.evaluate(crystal.get_chemical_symbols(), positions, cells)
+    chunked = ModelPotential(tiny_model, TINY_METADATA, atoms_per_call=atoms_per_call)
+    batched = chunked.evaluate(crystal.get_chemical_symbols(), positions, cells)
+    assert {key: value.shape[0] for key, value in batched.items()} == dict.fromkeys(["energy", "forces", "wannier_disp", "virial", "dipole"], 3)
     for b, f in enumerate(frames):
         single = evaluate(potential, f)
         assert batched["energy"][b] == pytest.approx(single["energy"], abs=1e-9)
         np.testing.assert_allclose(batched["forces"][b], single["forces"], atol=1e-9)
+        np.testing.assert_allclose(batched["virial"][b], single["virial"], atol=1e-9)
         np.testing.assert_allclose(batched["dipole"][b], single["dipole"], atol=1e-9)
 
 
