@@ -275,6 +275,23 @@ def test_export_of_a_copied_run_writes_into_the_copy(trained, tmp_path):
     assert OmegaConf.load(copy / "config.yaml").output_dir == str(copy)
 
 
+def test_resumed_copy_of_a_run_keeps_its_best_checkpoint(trained, synthetic_dataset, tmp_path):
+    """More epochs on a copied run: best.ckpt is the best of all epochs, not a best-v1.ckpt."""
+    import shutil
+
+    out, _ = trained
+    copy = tmp_path / "more_epochs"
+    shutil.copytree(out, copy)
+    train(config(synthetic_dataset, copy, epochs=12), progress=False)
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    losses = val_losses(copy)
+    assert [e for e, _ in losses] == list(range(12))
+    best_epoch = min(losses, key=lambda el: el[1])[0]
+    assert best_epoch >= 8, "the longer run never improved: the test cannot tell"
+    assert torch.load(copy / "checkpoints/best.ckpt", weights_only=False)["epoch"] == best_epoch
+    assert load_model(copy / "model.legato.pt")[1]["epochs"] == 12
+
+
 def test_monitor_picks_the_best_checkpoint_by_that_metric(synthetic_dataset, tmp_path):
     cfg = config(synthetic_dataset, tmp_path, epochs=4)
     cfg.monitor = "val0_epoch/wannier_disp_mae"

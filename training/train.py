@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -263,9 +264,39 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         ],
         **trainer_args,
     )
+    if last.exists():
+        _relocate_checkpoint_callbacks(last, ckpt_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=False)
 
     return export(cfg, module, paths, model_config, frames, type_names, int(trainer.current_epoch))
+
+
+def _relocate_checkpoint_callbacks(last: Path, ckpt_dir: Path) -> None:
+    """Point the checkpoint callbacks saved in ``last`` at ``ckpt_dir``, where the run is now.
+
+    Lightning restores a resumed ModelCheckpoint's best score only when its directory is
+    unchanged; a moved or copied run would start again from no best, write ``best-v1.ckpt``
+    and export the stale ``best.ckpt``.
+    """
+    import torch
+
+    new_dir = os.path.realpath(ckpt_dir)
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    saved = [cb for key, cb in state.get("callbacks", {}).items() if key.startswith("ModelCheckpoint")]
+    if all(cb.get("dirpath") == new_dir for cb in saved):
+        return
+
+    def moved(path):
+        return os.path.join(new_dir, os.path.basename(path)) if path else path
+
+    for cb in saved:
+        cb["dirpath"] = new_dir
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            cb[key] = moved(cb.get(key))
+        cb["best_k_models"] = {moved(path): score for path, score in cb.get("best_k_models", {}).items()}
+    partial = last.with_suffix(".relocating")
+    torch.save(state, partial)
+    os.replace(partial, last)  # a kill mid-write never leaves a broken last.ckpt
 
 
 def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, type_names: list, epochs: int) -> Path:
