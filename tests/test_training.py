@@ -259,7 +259,7 @@ def test_bad_settings_are_refused_before_training(override, message, tmp_path):
     assert not out.exists()
 
 
-def test_export_of_a_copied_run_writes_into_the_copy(trained, tmp_path):
+def test_export_of_a_copied_gpu_run_writes_into_the_copy_on_cpu(trained, tmp_path):
     import shutil
 
     from legato.training.train import export_run
@@ -269,6 +269,9 @@ def test_export_of_a_copied_run_writes_into_the_copy(trained, tmp_path):
     copy = tmp_path / "copied_run"
     shutil.copytree(out, copy)
     (copy / "model.legato.pt").unlink()
+    started_on_gpu = OmegaConf.load(copy / "config.yaml")
+    started_on_gpu.trainer.accelerator = "gpu"
+    OmegaConf.save(started_on_gpu, copy / "config.yaml")
     assert export_run(copy) == copy / "model.legato.pt"
     assert (copy / "model.legato.pt").exists()
     assert model_file.read_bytes() == before

@@ -220,7 +220,6 @@ def prepare(cfg: DictConfig):
     from nequip.utils.global_state import set_global_state
 
     check_loss_weights(cfg.loss)
-    check_accelerator(cfg.trainer)
     monitored_metric(cfg)
     cfg = _resolve_run_config(cfg)
     frames = load_dataset(cfg.data.path)
@@ -245,6 +244,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     from lightning.pytorch.loggers import CSVLogger
 
     _quiet_lightning()
+    check_accelerator(cfg.trainer)  # here, not in prepare: export needs no GPU, also for GPU-trained runs
     cfg, datamodule, module, paths, model_config, frames, type_names = prepare(cfg)
     out = Path(cfg.output_dir)
     ckpt_dir = out / "checkpoints"
