@@ -70,41 +70,42 @@ class ModelPotential:
         positions = np.asarray(positions, dtype=np.float64)
         if positions.ndim == 2:
             positions = positions[None]
-        n_frames = positions.shape[0]
-        cells = None if cells is None else np.asarray(cells, dtype=np.float64).reshape(n_frames, 3, 3)
-        step = max(1, self.atoms_per_call // positions.shape[1])
-        parts = [
-            self._evaluate_chunk(symbols, positions[i : i + step], None if cells is None else cells[i : i + step], pbc)
-            for i in range(0, n_frames, step)
-        ]
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-
-    def _evaluate_chunk(self, symbols: Sequence[str], positions: np.ndarray, cells, pbc) -> dict:
-        """One model call on the frames ``positions`` (B, N, 3); see ``evaluate``."""
-        n_frames = positions.shape[0]
         if not np.all(np.isfinite(positions)):
             raise ValueError("positions hold NaN or inf")
+        n_frames = positions.shape[0]
         types = self.atom_types(symbols)
-        cell_list = [None] * n_frames if cells is None else list(cells)
         if cells is None:
             pbc = (False, False, False)
-        graphs = [self._graph(positions[b], cell_list[b], pbc, types) for b in range(n_frames)]
-        batch = AtomicDataDict.batched_from_list(graphs)
-        out = self.model(batch)
-        n_atoms = positions.shape[1]
-        result = {
-            "energy": out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().double().numpy().reshape(n_frames),
-            "forces": out[AtomicDataDict.FORCE_KEY].detach().double().numpy().reshape(n_frames, n_atoms, 3),
-            "wannier_disp": out[WANNIER_DISP].detach().double().numpy().reshape(n_frames, n_atoms, 3),
-        }
-        virial = out.get(AtomicDataDict.VIRIAL_KEY)
-        result["virial"] = (
-            virial.detach().double().numpy().reshape(n_frames, 3, 3) if virial is not None and cells is not None else np.zeros((n_frames, 3, 3))
-        )
+        else:
+            cells = np.asarray(cells, dtype=np.float64).reshape(n_frames, 3, 3)
+        step = max(1, self.atoms_per_call // positions.shape[1])
+        parts = [
+            self._evaluate_chunk(positions[i : i + step], None if cells is None else cells[i : i + step], pbc, types)
+            for i in range(0, n_frames, step)
+        ]
+        result = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
         result["dipole"] = dipole_from_wannier(
             positions, self.per_atom(symbols, "valence_charge"), self.per_atom(symbols, "wannier_count"), result["wannier_disp"]
         )
         return result
+
+    def _evaluate_chunk(self, positions: np.ndarray, cells, pbc, types: np.ndarray) -> dict:
+        """One model call on the frames ``positions`` (B, N, 3); see ``evaluate`` (no dipole)."""
+        n_frames, n_atoms = positions.shape[:2]
+        cell_list = [None] * n_frames if cells is None else list(cells)
+        graphs = [self._graph(positions[b], cell_list[b], pbc, types) for b in range(n_frames)]
+        out = self.model(AtomicDataDict.batched_from_list(graphs))
+        virial = out.get(AtomicDataDict.VIRIAL_KEY)
+        return {
+            "energy": out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().double().numpy().reshape(n_frames),
+            "forces": out[AtomicDataDict.FORCE_KEY].detach().double().numpy().reshape(n_frames, n_atoms, 3),
+            "wannier_disp": out[WANNIER_DISP].detach().double().numpy().reshape(n_frames, n_atoms, 3),
+            "virial": (
+                virial.detach().double().numpy().reshape(n_frames, 3, 3)
+                if virial is not None and cells is not None
+                else np.zeros((n_frames, 3, 3))
+            ),
+        }
 
 
 class LegatoCalculator(Calculator):
