@@ -79,6 +79,7 @@ def label(
     ke_cutoff: Optional[float] = typer.Option(None, help="plane-wave cutoff, hartree (default: PySCF's)"),
     wannier_order: int = typer.Option(2, help="Berry-phase estimator: 1 = Resta/Silvestrelli (CP2K), 2 = G and 2G extrapolated (Boys centres to O(1/L^4))"),
     limit: Optional[int] = typer.Option(None, help="label at most this many new frames"),
+    progress: bool = typer.Option(True, help="show the progress bar (time per frame)"),
 ):
     """DFT energies, forces and Wannier centres with PySCF (resumes where it stopped)."""
     from legato.training.label import DFTSettings, label_file
@@ -89,7 +90,7 @@ def label(
         fail(f"--wannier-order {wannier_order}: use 1 or 2")
     settings = DFTSettings(xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion == "none" else dispersion, ke_cutoff=ke_cutoff, wannier_order=wannier_order)
     try:
-        counts = label_file(input, output, settings, limit=limit)
+        counts = label_file(input, output, settings, progress=progress, limit=limit)
     except ValueError as exc:
         fail(str(exc))
     typer.echo(f"{output}: {counts}")
