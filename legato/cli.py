@@ -138,26 +138,34 @@ def merge(
     min_distance: float = typer.Option(0.8, help="drop frames whose closest atoms are nearer than this (A)"),
     max_force: float = typer.Option(25.0, help="drop frames with any force component above this (eV/A)"),
 ):
-    """Merge labelled data sets, dropping frames far outside thermal sampling; validates the rest."""
+    """Merge labelled data sets, dropping frames far outside thermal sampling and repeated frames; validates the rest."""
     import ase.io
     import numpy as np
 
-    from legato.training.dataset import DatasetError, closest_approach, load_dataset, validate_frames
+    from legato.training.dataset import DatasetError, closest_approach, frame_key, load_dataset, validate_frames
 
-    kept, dropped = [], 0
+    kept, dropped, seen, duplicates = [], 0, set(), 0
     try:
         for path in inputs:
             for atoms in load_dataset(path):
                 if closest_approach(atoms) < min_distance or np.abs(atoms.get_forces()).max() > max_force:
                     dropped += 1
                     continue
+                key = frame_key(atoms)
+                if key in seen:  # e.g. every bead of a PIMD run at step 0 is the starting structure
+                    duplicates += 1
+                    continue
+                seen.add(key)
                 atoms.info["source_file"] = path.name
                 kept.append(atoms)
         validate_frames(kept, name=str(output))
     except DatasetError as exc:
         fail(str(exc))
     ase.io.write(output, kept, format="extxyz")
-    typer.echo(f"{output}: {len(kept)} frames kept, {dropped} dropped (closest approach < {min_distance} A or |F| > {max_force} eV/A)")
+    typer.echo(
+        f"{output}: {len(kept)} frames kept, {dropped} dropped (closest approach < {min_distance} A or |F| > {max_force} eV/A), "
+        f"{duplicates} duplicates dropped (same species, positions and cell)"
+    )
 
 
 @app.command()

@@ -43,6 +43,18 @@ def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+def test_merge_keeps_each_frame_once(synthetic_dataset, tmp_path):
+    import ase.io
+
+    frames = ase.io.read(synthetic_dataset, ":")
+    ase.io.write(tmp_path / "overlap.extxyz", frames[:5], format="extxyz")
+    result = legato("merge", synthetic_dataset, tmp_path / "overlap.extxyz", "-o", tmp_path / "merged.extxyz")
+    assert result.returncode == 0, result.stderr
+    assert "5 duplicates dropped" in result.stdout
+    merged = ase.io.read(tmp_path / "merged.extxyz", ":")
+    assert len(merged) == len(frames) and {a.info["source_file"] for a in merged} == {synthetic_dataset.name}
+
+
 def test_structures_path_with_no_displacement_is_an_energy_profile_between_the_end_points(tmp_path):
     import ase.io
     import numpy as np
