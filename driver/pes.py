@@ -40,10 +40,12 @@ class LegatoDriver(Dummy_driver):
         potential: an object with the :class:`~legato.training.potential.ModelPotential`
             ``evaluate`` interface, instead of ``model`` (tests, analytic potentials)
         symbols: chemical symbols, instead of ``structure``
+        atoms_per_call: atoms per model call (beads are grouped up to this many; default 64)
     """
 
-    def __init__(self, model=None, structure=None, periodic=True, potential=None, symbols=None, verbose=False, **kwargs):
+    def __init__(self, model=None, structure=None, periodic=True, potential=None, symbols=None, atoms_per_call=None, verbose=False, **kwargs):
         self.model_path = model
+        self.atoms_per_call = None if atoms_per_call is None else int(atoms_per_call)
         self.structure = structure
         self.periodic = _as_bool(periodic)
         self.potential = potential
@@ -65,9 +67,9 @@ class LegatoDriver(Dummy_driver):
         if self.potential is None:
             if self.model_path is None:
                 raise InputError("give the driver a model file (model=PATH)")
-            from legato.training.potential import ModelPotential
+            from legato.training.potential import ATOMS_PER_CALL, ModelPotential
 
-            self.potential = ModelPotential.from_file(self.model_path)
+            self.potential = ModelPotential.from_file(self.model_path, ATOMS_PER_CALL if self.atoms_per_call is None else self.atoms_per_call)
             unknown = sorted(set(self.symbols) - set(self.potential.type_names))
             if unknown:
                 raise ModelFileError(

@@ -276,7 +276,10 @@ def _potential_spec(spec: str, symbols):
     raise ValueError(f"unknown analytic potential '{name}' (use harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1/0-2)")
 
 
-def _make_driver(structure, model=None, potential: Optional[str] = None, periodic: bool = True):
+ATOMS_PER_CALL_HELP = "atoms per model call: beads go to the model in groups of up to this many (default 64, the fastest in a timing on 2 CPU cores: README, Performance)"
+
+
+def _make_driver(structure, model=None, potential: Optional[str] = None, periodic: bool = True, atoms_per_call: Optional[int] = None):
     """The i-PI PES for a model file, or for an analytic potential spec (then ``model`` is unused)."""
     from legato.driver.pes import LegatoDriver
 
@@ -285,7 +288,7 @@ def _make_driver(structure, model=None, potential: Optional[str] = None, periodi
 
         symbols = ase.io.read(structure).get_chemical_symbols()
         return LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
-    return LegatoDriver(model=str(model), structure=str(structure), periodic=periodic)
+    return LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call)
 
 
 @app.command()
@@ -298,6 +301,7 @@ def serve(
     potential: Optional[str] = typer.Option(None, help="serve an analytic potential instead: harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1"),
     reconnect: float = typer.Option(120.0, help="after i-PI disconnects, wait this long (s) for it to come back"),
     connect_wait: float = typer.Option(60.0, help="wait this long (s) for i-PI to open its socket"),
+    atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
 ):
     """Serve a model's forces and per-bead dipoles to i-PI (batched when i-PI batches)."""
     import logging
@@ -310,7 +314,7 @@ def serve(
     if (unix is None) == (inet is None):
         fail("give exactly one of --unix NAME or --inet HOST:PORT")
     try:
-        driver = _make_driver(structure, None if potential else model or default_model(), potential, periodic)
+        driver = _make_driver(structure, None if potential else model or default_model(), potential, periodic, atoms_per_call)
         if unix is not None:
             outcome = serve_ipi(driver, unix, unix=True, reconnect_wait=reconnect, connect_wait=connect_wait)
         else:
@@ -343,6 +347,7 @@ def run(
     periodic: bool = typer.Option(True, help="use the cell (off for molecules in vacuum)"),
     drivers: int = typer.Option(1, help="driver processes (>1: extra `legato serve` processes on an inet socket)"),
     start: Optional[Path] = typer.Option(None, help="i-PI checkpoint (e.g. an equilibration run's RESTART) whose positions and momenta start the run"),
+    atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
     progress: bool = typer.Option(True),
 ):
     """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART."""
@@ -357,13 +362,15 @@ def run(
     model_path = str(model or default_model()) if potential is None else None
 
     def factory(structure):
-        return _make_driver(structure, model_path, potential, periodic)
+        return _make_driver(structure, model_path, potential, periodic, atoms_per_call)
 
     extra = [sys.executable, "-m", "legato.cli", "serve", model_path or "", "--reconnect", "0"]
     if potential:
         extra = [sys.executable, "-m", "legato.cli", "serve", "--potential", potential, "--reconnect", "0"]
     if not periodic:
         extra.append("--no-periodic")
+    if atoms_per_call is not None:
+        extra += ["--atoms-per-call", str(atoms_per_call)]
     settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start)
     try:
         run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress)

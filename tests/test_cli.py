@@ -34,6 +34,7 @@ def test_every_verb_has_help(verb):
         (["spectrum", "raman", "."], "unknown spectrum 'raman'"),
         (["structures", "unused.extxyz", "--kind", "path"], "--kind path needs --between FILE"),
         (["serve", "README.md", "-s", "ipi_inputs/nh3_phase_i.xyz"], "exactly one of --unix"),
+        (["serve", "-s", "ipi_inputs/nh3_phase_i.xyz", "-u", "unused", "--atoms-per-call", "0"], "atoms_per_call=0: give at least 1"),
     ],
 )
 def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):

@@ -251,3 +251,12 @@ def test_drivers_never_join_another_runs_ipi_on_a_taken_port(tmp_path, tiny_mode
         stranger.settimeout(0.1)
         with pytest.raises(socket.timeout):
             stranger.accept()  # nobody knocked
+
+
+def test_atoms_per_call_reaches_the_model_and_zero_is_refused(tiny_model_file):
+    structure = str(TEMPLATES / "nh3_phase_i.xyz")
+    driver = LegatoDriver(model=str(tiny_model_file), structure=structure, atoms_per_call="16")  # as i-PI's -o passes it
+    assert driver.potential.atoms_per_call == 16
+    assert LegatoDriver(model=str(tiny_model_file), structure=structure).potential.atoms_per_call == 64
+    with pytest.raises(ValueError, match="atoms_per_call=0: give at least 1"):
+        LegatoDriver(model=str(tiny_model_file), structure=structure, atoms_per_call=0)

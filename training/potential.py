@@ -21,10 +21,16 @@ from .fields import WANNIER_DISP
 from .modelfile import ModelFileError, load_model
 
 
+#: atoms per model call: the fastest chunk in a one-off timing on 2 CPU cores (README, "Performance")
+ATOMS_PER_CALL = 64
+
+
 class ModelPotential:
     """Evaluate a model on batches of frames (same species order in each frame)."""
 
-    def __init__(self, model: torch.nn.Module, metadata: dict, atoms_per_call: int = 64):
+    def __init__(self, model: torch.nn.Module, metadata: dict, atoms_per_call: int = ATOMS_PER_CALL):
+        if atoms_per_call < 1:
+            raise ValueError(f"atoms_per_call={atoms_per_call}: give at least 1 (default {ATOMS_PER_CALL})")
         self.model = model
         self.atoms_per_call = atoms_per_call  # frames go to the model in chunks of about this many atoms
         self.metadata = metadata
@@ -34,8 +40,8 @@ class ModelPotential:
         self._type_index = {name: i for i, name in enumerate(self.type_names)}
 
     @classmethod
-    def from_file(cls, path) -> "ModelPotential":
-        return cls(*load_model(path))
+    def from_file(cls, path, atoms_per_call: int = ATOMS_PER_CALL) -> "ModelPotential":
+        return cls(*load_model(path), atoms_per_call=atoms_per_call)
 
     def atom_types(self, symbols: Sequence[str]) -> np.ndarray:
         unknown = sorted(set(symbols) - set(self._type_index))
