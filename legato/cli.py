@@ -172,10 +172,11 @@ def merge(
 def train(
     config: Path = typer.Argument(..., help="YAML config, e.g. training/configs/sam.yaml"),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. sam.rho=0.02 trainer.max_epochs=5"),
-    progress: bool = typer.Option(True, help="show the progress bar"),
+    progress: bool = typer.Option(True, help="show the progress bar (the line per epoch is printed either way)"),
 ):
     """Train an Allegro + Wannier model with SAM (sam.rho > 0) or Adam (sam.rho = 0).
 
+    Prints one line per epoch (validation MAE, learning rate, seconds).
     Resumes from <output_dir>/checkpoints/last.ckpt if present; writes
     <output_dir>/model.legato.pt with metadata and test errors.
     """

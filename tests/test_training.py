@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_resume_after_kill_continues_the_same_run(synthetic_dataset, tmp_path):
     killed_at = torch.load(last, weights_only=False)["epoch"]
     assert 2 <= killed_at < 5
 
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    resumed = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     final = torch.load(last, weights_only=False)
     assert final["epoch"] == 5  # index of the last epoch, as Lightning stores it
     steps_per_epoch = -(-len(ase.io.read(out / "split" / "train.extxyz", ":")) // 4)  # batch 4
@@ -96,6 +97,10 @@ def test_resume_after_kill_continues_the_same_run(synthetic_dataset, tmp_path):
     epochs = [e for e, _ in val_losses(out)]
     assert sorted(set(epochs)) == list(range(6))
     assert (out / "model.legato.pt").exists()
+    # the log of a background run: one line per epoch the resumed run trained (1-based)
+    logged = re.findall(r"^epoch (\d+)/6: validation MAE forces ([\d.]+) meV/A, energy ([\d.]+) meV/atom, wannier ([\d.]+) A; lr", resumed.stdout, re.M)
+    assert [int(epoch) for epoch, *_ in logged] == list(range(killed_at + 2, 7))
+    assert all(float(value) > 0 for _, *values in logged for value in values)
 
 
 def test_committee_selection(tiny_model_file, trained):

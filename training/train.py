@@ -243,6 +243,8 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from .epoch_log import EpochLog
+
     _quiet_lightning()
     check_accelerator(cfg.trainer)  # here, not in prepare: export needs no GPU, also for GPU-trained runs
     cfg, datamodule, module, paths, model_config, frames, type_names = prepare(cfg)
@@ -261,6 +263,7 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
         callbacks=[
             ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitored_metric(cfg), save_top_k=1),
             ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, enable_version_counter=False),
+            EpochLog(),
         ],
         **trainer_args,
     )

@@ -1,0 +1,37 @@
+"""One line per training epoch on stdout, so a run in the background (``--no-progress``,
+output to a log file) says how far it is and how well it fits."""
+
+from __future__ import annotations
+
+import time
+
+from lightning.pytorch.callbacks import Callback
+
+#: validation metrics nequip logs (eV/A, eV/atom, A) and how the line shows them
+SHOWN = (
+    ("val0_epoch/forces_mae", "forces", 1e3, "{:.1f} meV/A"),
+    ("val0_epoch/per_atom_energy_mae", "energy", 1e3, "{:.2f} meV/atom"),
+    ("val0_epoch/wannier_disp_mae", "wannier", 1.0, "{:.4f} A"),
+)
+
+
+class EpochLog(Callback):
+    """Prints ``epoch N/MAX: validation MAE forces .. energy .. wannier ..; lr ..; .. s``."""
+
+    def __init__(self):
+        self._started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        metrics = trainer.callback_metrics
+        shown = [f"{label} {fmt.format(scale * float(metrics[key]))}" for key, label, scale, fmt in SHOWN if key in metrics]
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        seconds = time.perf_counter() - self._started
+        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: validation MAE {', '.join(shown)}; lr {lr:.2g}; {seconds:.0f} s"
+        bar = trainer.progress_bar_callback
+        if bar is None:
+            print(line, flush=True)  # flushed: a background run's log shows each epoch as it ends
+        else:
+            bar.print(line)  # above the active bar instead of through it
