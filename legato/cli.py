@@ -79,9 +79,13 @@ def label(
     ke_cutoff: Optional[float] = typer.Option(None, help="plane-wave cutoff, hartree (default: PySCF's)"),
     wannier_order: int = typer.Option(2, help="Berry-phase estimator: 1 = Resta/Silvestrelli (CP2K), 2 = G and 2G extrapolated (Boys centres to O(1/L^4))"),
     limit: Optional[int] = typer.Option(None, help="label at most this many new frames"),
-    progress: bool = typer.Option(True, help="show the progress bar (time per frame)"),
+    progress: bool = typer.Option(True, help="show the progress bar (the line per frame is printed either way)"),
 ):
-    """DFT energies, forces and Wannier centres with PySCF (resumes where it stopped)."""
+    """DFT energies, forces and Wannier centres with PySCF (resumes where it stopped).
+
+    Prints one line per frame: labelled (seconds) or skipped (why;
+    the reason is kept beside the output).
+    """
     from legato.training.label import DFTSettings, label_file
 
     if not input.exists():

@@ -150,7 +150,7 @@ def test_centres_go_to_the_nearest_owner_across_the_boundary():
     np.testing.assert_allclose(disp[2], [0.0, 0.5, 0.0])
 
 
-def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch):
+def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch, capsys):
     from conftest import analytic_labels
 
     frames = rattled(ammonia_phase_i(), 4, stdev=0.03, seed=1)
@@ -171,8 +171,12 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch):
     out = tmp_path / "out.extxyz"
     first = label_module.label_file(structures, out, progress=False, limit=2)
     assert first["labelled"] == 2 and calls == [0, 1]
+    capsys.readouterr()
     second = label_module.label_file(structures, out, progress=False)
     assert calls == [0, 1, 2, 3] and second == {"total": 4, "already_done": 2, "labelled": 1, "failed": 1}
+    log = capsys.readouterr().out.splitlines()  # one line per frame, also without the bar
+    assert log[0].startswith("frame 2: not labelled (overlapping atoms); skipped, reason in") and log[0].endswith("00002.failed.json")
+    assert len(log) == 2 and log[1].startswith("frame 3: labelled in") and log[1].endswith("(1 of 2 this run)")
     third = label_module.label_file(structures, out, progress=False)
     assert calls == [0, 1, 2, 3] and third["labelled"] == 0
     labelled = ase.io.read(out, ":")

@@ -168,8 +168,10 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
         try:
             labelled = label_frame(atoms, settings)
         except (SCFNotConverged, RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
-            _write_atomic(parts / f"{i:05d}.failed.json", json.dumps({"index": i, "reason": str(exc), "host": platform.node()}))
+            failed = parts / f"{i:05d}.failed.json"
+            _write_atomic(failed, json.dumps({"index": i, "reason": str(exc), "host": platform.node()}))
             counts["failed"] += 1
+            tqdm.write(f"frame {i}: not labelled ({exc}); skipped, reason in {failed}")
             continue
         labelled.info["source_index"] = i
         labelled.info["label_seconds"] = round(time.time() - start, 1)
@@ -177,6 +179,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
         counts["labelled"] += 1
         bar.set_postfix(s_per_frame=f"{time.time() - start:.0f}")
         assemble(parts, output_path)
+        tqdm.write(f"frame {i}: labelled in {labelled.info['label_seconds']:.0f} s ({counts['labelled']} of {len(todo)} this run)")
     assemble(parts, output_path)
     return counts
 
