@@ -639,13 +639,14 @@ def failure(
     max_steps: int = typer.Option(6000, help="steps (0.5 fs) after which a trajectory counts as surviving (censored)"),
     contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
     workers: int = typer.Option(1, help=WORKERS_HELP),
+    progress: bool = typer.Option(True, help="show the progress bar"),
 ):
     """Time to failure vs system size and beta of t_failure = A N^-beta (resumable)."""
     from legato.analysis.robustness import plot_failure
 
     model_path = Path(model or default_model())
     out = output / model_path.name.split(".")[0]
-    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers)
+    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress)
     fit = _print_failure(model_path.name, results)
     typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results}, {model_path.name: fit})}")
 
@@ -673,6 +674,7 @@ def orientation(
     max_angle: float = typer.Option(20.0, help="deg; a larger mean turn of X-H bonds fails the check (exit 1)"),
     max_shift: float = typer.Option(0.3, help="A; after MD, the last frame and the start are relaxed with the model: a heavy atom further apart than this fails the check (another minimum; exit 1)"),
     minima: Optional[Path] = typer.Option(None, help="write the two relaxed structures here (extxyz; label them with `legato label` to see which minimum DFT prefers)"),
+    progress: bool = typer.Option(True, help="show the progress bar"),
 ):
     """Does the crystal stay orientationally ordered, and in its minimum? Classical MD; how far X-H bonds turn; then a quench."""
     import ase.io
@@ -688,7 +690,7 @@ def orientation(
         fail(f"{structure}: no such structure file")
     atoms = (ase.io.read(structure) if structure else ammonia_phase_i(5.13)).repeat(repeat)
     calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
-    with tqdm(total=steps, desc=f"orientation {model_path.name}", unit="step") as bar:
+    with tqdm(total=steps, desc=f"orientation {model_path.name}", unit="step", disable=not progress) as bar:
         try:
             result = orientation_run(atoms, calc, temperature, steps, seed=seed, progress=lambda done: bar.update(done - bar.n))
         except (ValueError, FloatingPointError) as exc:
@@ -738,6 +740,7 @@ def compare(
     contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
     workers: int = typer.Option(1, help=WORKERS_HELP),
     rho: float = typer.Option(0.05),
+    progress: bool = typer.Option(True, help="show the progress bars"),
 ):
     """SAM vs Adam (or any two models): test errors, speed, sharpness, t_failure(N), beta."""
     import csv
@@ -759,7 +762,7 @@ def compare(
         for _ in range(20):
             pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
         ms = (time.perf_counter() - start) / 20 * 1e3
-        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks, workers)
+        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks, workers, progress)
         series[path.name] = results
         beta, lo, hi = fits[path.name] = _print_failure(path.name, results)
         errors = meta.get("test_errors", {})

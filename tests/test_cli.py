@@ -126,8 +126,9 @@ def test_orientation_quenches_the_last_frame_and_exits_1_past_the_shift_limit(tm
     assert result.returncode == 0, result.stderr
     assert "-> ordered" in result.stdout and "-> same minimum" in result.stdout
     assert len(ase.io.read(minima, ":")) == 2
-    strict = legato("orientation", "models/sam.legato.pt", "--repeat", 1, "--steps", 200, "--max-shift", 0)
+    strict = legato("orientation", "models/sam.legato.pt", "--repeat", 1, "--steps", 200, "--max-shift", 0, "--no-progress")
     assert strict.returncode == 1 and "ANOTHER minimum" in strict.stdout
+    assert "orientation sam.legato.pt" in result.stderr and "orientation sam.legato.pt" not in strict.stderr  # the bar, and --no-progress
 
 
 def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
@@ -138,8 +139,10 @@ def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
     assert first.returncode == 0, first.stderr
     results = tmp_path / Path(trained_model_file).name.split(".")[0] / "trajectories.jsonl"
     assert len(results.read_text().splitlines()) == 2
-    second = legato(*args)
+    second = legato(*args, "--no-progress")
     assert second.returncode == 0 and len(results.read_text().splitlines()) == 2
+    bar = f"failure {Path(trained_model_file).name}"
+    assert bar in first.stderr and bar not in second.stderr
     assert {json.loads(line)["seed"] for line in results.read_text().splitlines()} == {1000, 1001}
     assert "N =   16" in second.stdout
     assert "beta undetermined" in second.stdout and "nan" not in second.stdout  # one size: no fit
@@ -170,8 +173,9 @@ def test_compare_tables_t_failure_per_size_side_by_side(tmp_path, trained_model_
     import numpy as np
 
     result = legato("compare", trained_model_file, trained_model_file, "--data", tmp_path / "none.extxyz", "-o", tmp_path,
-                    "--sizes", "1", "--seeds", "1", "--max-steps", "10", "--temperature", "100")
+                    "--sizes", "1", "--seeds", "1", "--max-steps", "10", "--temperature", "100", "--no-progress")
     assert result.returncode == 0, result.stderr
+    assert "traj" not in result.stderr  # no progress bars
     rows = list(csv.DictReader(open(tmp_path / "comparison.csv")))
     assert len(rows) == 2 and all(r["failed_N16"] == "0/1" and r["t_failure_N16"] == f">{10 / np.log(20):.0f}" for r in rows)
     assert (tmp_path / "failure_comparison.png").stat().st_size > 0
