@@ -103,6 +103,30 @@ def test_resume_after_kill_continues_the_same_run(synthetic_dataset, tmp_path):
     assert all(float(value) > 0 for _, *values in logged for value in values)
 
 
+def test_epoch_lines_mark_each_new_best_validation_loss(synthetic_dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(config(synthetic_dataset, out, epochs=6), progress=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == [f"epoch {k}/6" for k in range(1, 7)]
+    losses = [loss for _, loss in val_losses(out)]
+    running_best = [loss <= min(losses[: k + 1]) for k, loss in enumerate(losses)]
+    assert [line.endswith("; best") for line in lines] == running_best
+
+
+def test_a_worse_epoch_is_not_marked_best():
+    from types import SimpleNamespace
+
+    from legato.training.epoch_log import EpochLog
+
+    def trainer(best):
+        return SimpleNamespace(checkpoint_callback=SimpleNamespace(monitor="val", best_model_score=best))
+
+    assert EpochLog._is_best(trainer(None), {"val": torch.tensor(2.0)})  # the first epoch
+    assert EpochLog._is_best(trainer(torch.tensor(2.0)), {"val": torch.tensor(1.0)})
+    assert not EpochLog._is_best(trainer(torch.tensor(1.0)), {"val": torch.tensor(2.0)})
+    assert not EpochLog._is_best(trainer(torch.tensor(1.0)), {})  # no validation this epoch
+
+
 def test_committee_selection(tiny_model_file, trained):
     from legato.training.potential import ModelPotential
     from legato.training.select import force_disagreement, select_frames

@@ -16,7 +16,8 @@ SHOWN = (
 
 
 class EpochLog(Callback):
-    """Prints ``epoch N/MAX: validation MAE forces .. energy .. wannier ..; lr ..; .. s``."""
+    """Prints ``epoch N/MAX: validation MAE forces .. energy .. wannier ..; lr ..; .. s``,
+    ending in ``; best`` when the epoch improves the monitored metric (a new best.ckpt)."""
 
     def __init__(self):
         self._started = time.perf_counter()
@@ -30,8 +31,20 @@ class EpochLog(Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         seconds = time.perf_counter() - self._started
         line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: validation MAE {', '.join(shown)}; lr {lr:.2g}; {seconds:.0f} s"
+        if self._is_best(trainer, metrics):
+            line += "; best"
         bar = trainer.progress_bar_callback
         if bar is None:
             print(line, flush=True)  # flushed: a background run's log shows each epoch as it ends
         else:
             bar.print(line)  # above the active bar instead of through it
+
+    @staticmethod
+    def _is_best(trainer, metrics) -> bool:
+        """Is this epoch's monitored metric the lowest so far? Lightning runs checkpoint
+        callbacks last, so the best score may still be the previous epochs' (hence <=)."""
+        checkpoint = trainer.checkpoint_callback  # the first ModelCheckpoint: the one that keeps best.ckpt
+        if checkpoint is None or checkpoint.monitor not in metrics:
+            return False
+        best = checkpoint.best_model_score
+        return best is None or float(metrics[checkpoint.monitor]) <= float(best)
