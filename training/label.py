@@ -173,13 +173,14 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
             counts["failed"] += 1
             tqdm.write(f"frame {i}: not labelled ({exc}); skipped, reason in {failed}")
             continue
+        seconds = round(time.time() - start, 1)
         labelled.info["source_index"] = i
-        labelled.info["label_seconds"] = round(time.time() - start, 1)
+        labelled.info["label_seconds"] = seconds
         _write_atomic(parts / f"{i:05d}.extxyz", _frame_text(labelled))
         counts["labelled"] += 1
-        bar.set_postfix(s_per_frame=f"{time.time() - start:.0f}")
+        bar.set_postfix(s_per_frame=f"{seconds:.0f}")
         assemble(parts, output_path)
-        tqdm.write(f"frame {i}: labelled in {labelled.info['label_seconds']:.0f} s ({counts['labelled']} of {len(todo)} this run)")
+        tqdm.write(f"frame {i}: labelled in {seconds:.0f} s ({counts['labelled']} of {len(todo)} this run)")
     assemble(parts, output_path)
     return counts
 
