@@ -180,7 +180,7 @@ def train(
 ):
     """Train an Allegro + Wannier model with SAM (sam.rho > 0) or Adam (sam.rho = 0).
 
-    Prints one line per epoch (validation MAE, learning rate, seconds;
+    Prints one line per epoch (validation MAE, learning rate, seconds, time to go;
     'best' when the epoch improves best.ckpt).
     Resumes from <output_dir>/checkpoints/last.ckpt if present; writes
     <output_dir>/model.legato.pt with metadata and test errors.

@@ -111,6 +111,14 @@ def test_epoch_lines_mark_each_new_best_validation_loss(synthetic_dataset, tmp_p
     losses = [loss for _, loss in val_losses(out)]
     running_best = [loss <= min(losses[: k + 1]) for k, loss in enumerate(losses)]
     assert [line.endswith("; best") for line in lines] == running_best
+    assert all(re.search(r"; \d+ s; [\d.]+ (s|min|h) to go(; best)?$", line) for line in lines[:-1])
+    assert "to go" not in lines[-1]  # nothing left after the last epoch
+
+
+def test_time_to_go_reads_in_seconds_minutes_or_hours():
+    from legato.training.epoch_log import duration_text
+
+    assert [duration_text(s) for s in (45, 89.4, 600, 5339, 5400, 11520)] == ["45 s", "89 s", "10 min", "89 min", "1.5 h", "3.2 h"]
 
 
 def test_a_worse_epoch_is_not_marked_best():

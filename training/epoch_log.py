@@ -16,11 +16,13 @@ SHOWN = (
 
 
 class EpochLog(Callback):
-    """Prints ``epoch N/MAX: validation MAE forces .. energy .. wannier ..; lr ..; .. s``,
-    ending in ``; best`` when the epoch improves the monitored metric (a new best.ckpt)."""
+    """Prints ``epoch N/MAX: validation MAE forces .. energy .. wannier ..; lr ..; .. s; .. to go``,
+    ending in ``; best`` when the epoch improves the monitored metric (a new best.ckpt).
+    The time to go is the mean epoch time of this process times the epochs left."""
 
     def __init__(self):
         self._started = time.perf_counter()
+        self._seconds = []  # wall time of each epoch this process trained
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._started = time.perf_counter()
@@ -29,8 +31,11 @@ class EpochLog(Callback):
         metrics = trainer.callback_metrics
         shown = [f"{label} {fmt.format(scale * float(metrics[key]))}" for key, label, scale, fmt in SHOWN if key in metrics]
         lr = trainer.optimizers[0].param_groups[0]["lr"]
-        seconds = time.perf_counter() - self._started
-        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: validation MAE {', '.join(shown)}; lr {lr:.2g}; {seconds:.0f} s"
+        self._seconds.append(time.perf_counter() - self._started)
+        epoch = trainer.current_epoch + 1
+        line = f"epoch {epoch}/{trainer.max_epochs}: validation MAE {', '.join(shown)}; lr {lr:.2g}; {self._seconds[-1]:.0f} s"
+        if epoch < trainer.max_epochs:
+            line += f"; {duration_text(sum(self._seconds) / len(self._seconds) * (trainer.max_epochs - epoch))} to go"
         if self._is_best(trainer, metrics):
             line += "; best"
         bar = trainer.progress_bar_callback
@@ -48,3 +53,12 @@ class EpochLog(Callback):
             return False
         best = checkpoint.best_model_score
         return best is None or float(metrics[checkpoint.monitor]) <= float(best)
+
+
+def duration_text(seconds: float) -> str:
+    """``45 s``, ``12 min`` or ``3.2 h``: a duration as people read it in a log."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
