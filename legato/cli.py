@@ -249,9 +249,20 @@ def export(run_dir: Path = typer.Argument(..., help="a training output_dir (with
 def _print_model(path: Path) -> None:
     from legato.training.modelfile import read_model_file
 
-    meta = read_model_file(path)["metadata"]
+    content = read_model_file(path)
+    meta, arch = content["metadata"], content["model_config"]
     typer.echo(f"model: {path}")
     typer.echo(f"  method {meta['method']} (rho={meta['rho']}), species {meta['type_names']}, r_max {meta['r_max']} A")
+    weights = sum(tensor.numel() for tensor in content["state_dict"].values())
+    typer.echo(
+        f"  architecture: l_max {arch['l_max']}, {arch['num_layers']} layers, {arch['num_scalar_features']} scalar"
+        f" / {arch['num_tensor_features']} tensor features, {weights} weights"
+    )
+    if "dataset" in meta:  # written by `legato train`
+        split = " / ".join(f"{n} {part}" for part, n in meta["n_frames"].items())
+        typer.echo(f"  trained: {meta['epochs']} epochs on {meta['dataset']} (sha256 {meta['dataset_sha256'][:12]}; frames {split})")
+    versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
+    typer.echo(f"  created {meta['created'][:16]} with {versions}")
     for key, value in meta.get("test_errors", {}).items():
         typer.echo(f"  test {key}: {value:.4g}" if isinstance(value, float) else f"  test {key}: {value}")
 

@@ -44,6 +44,23 @@ def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+def test_info_shows_what_the_model_file_holds():
+    import torch
+
+    from legato.training.modelfile import read_model_file
+
+    path = REPO / "models/sam.legato.pt"
+    content = read_model_file(path)
+    arch, meta = content["model_config"], content["metadata"]
+    result = legato("info", path)
+    assert result.returncode == 0, result.stderr
+    weights = sum(t.numel() for t in content["state_dict"].values())
+    assert f"l_max {arch['l_max']}, {arch['num_layers']} layers, {arch['num_scalar_features']} scalar / {arch['num_tensor_features']} tensor features, {weights} weights" in result.stdout
+    assert f"{meta['epochs']} epochs on data/nh3_dft.extxyz (sha256 {meta['dataset_sha256'][:12]}" in result.stdout
+    assert f"/ {meta['test_errors']['n_frames']} test)" in result.stdout
+    assert f"torch {torch.__version__}" in result.stdout
+
+
 def test_merge_keeps_each_frame_once(synthetic_dataset, tmp_path):
     import ase.io
 
