@@ -61,6 +61,16 @@ def test_info_shows_what_the_model_file_holds():
     assert f"torch {torch.__version__}" in result.stdout
 
 
+def test_the_readme_python_examples_run():
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        result = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+
+
 def test_merge_keeps_each_frame_once(synthetic_dataset, tmp_path):
     import ase.io
 
