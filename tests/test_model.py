@@ -99,3 +99,13 @@ def test_unknown_species_is_refused(potential):
 
     with pytest.raises(ModelFileError, match="unknown to the model"):
         potential.evaluate(["O", "H", "H"], np.eye(3))
+
+
+@pytest.mark.parametrize("pbc", [(True, True, True), (True, False, False)])
+def test_a_periodic_frame_without_a_cell_is_refused(potential, crystal, pbc):
+    """A zero cell with periodic boundaries gave energies of 1e12 eV instead of an error."""
+    with pytest.raises(ValueError, match="singular"):
+        potential.evaluate(crystal.get_chemical_symbols(), crystal.positions, np.zeros((1, 3, 3)), pbc)
+    flat = crystal.cell.array.copy()
+    flat[2] = 0.0  # a slab cell: fine while only x and y are periodic
+    assert np.isfinite(potential.evaluate(crystal.get_chemical_symbols(), crystal.positions, flat[None], (True, True, False))["energy"]).all()

@@ -84,6 +84,12 @@ class ModelPotential:
             pbc = (False, False, False)
         else:
             cells = np.asarray(cells, dtype=np.float64).reshape(n_frames, 3, 3)
+            periodic_vectors = cells[:, np.asarray(pbc, dtype=bool).reshape(3)]
+            if periodic_vectors.size and np.linalg.svd(periodic_vectors, compute_uv=False).min() < 1e-6:
+                raise ValueError(
+                    "periodic frames need a cell (Angstrom) whose periodic vectors span space; this one is singular"
+                    " (ase.io.read drops the cell of i-PI xyz files: use legato.analysis.ipi_io.read_frames), or give no cell for a cluster"
+                )
         step = max(1, self.atoms_per_call // positions.shape[1])
         parts = [
             self._evaluate_chunk(positions[i : i + step], None if cells is None else cells[i : i + step], pbc, types)
