@@ -121,6 +121,14 @@ def read_frames(path) -> list:
     return frames
 
 
+def read_structures(path) -> list:
+    """Every frame of a structure file as ``ase.Atoms``: an i-PI xyz file with its cell
+    (``ase.io.read`` takes it for plain xyz and drops the cell), anything else through ASE."""
+    import ase.io
+
+    return read_frames(path) if is_ipi_xyz(path) else ase.io.read(path, index=":")
+
+
 def read_extras(path, key: str = "dipole") -> tuple[np.ndarray, np.ndarray]:
     """i-PI extras file (one JSON value per step, i-PI writes them as arrays) -> (steps, values).
 

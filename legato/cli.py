@@ -38,6 +38,7 @@ def structures(
     """Write starting structures (crystal, liquid, thermally displaced sets)."""
     import ase.io
 
+    from legato.analysis.ipi_io import read_structures
     from legato.training import structures as st
 
     if kind == "ammonia-initial":
@@ -55,7 +56,7 @@ def structures(
     elif kind == "path":
         if between is None or not between.exists():
             fail("--kind path needs --between FILE, a structure file whose first two frames are the end points")
-        ends = ase.io.read(between, ":2")
+        ends = read_structures(between)[:2]
         if len(ends) < 2:
             fail(f"{between}: --kind path needs two frames, found {len(ends)}")
         try:
@@ -113,7 +114,7 @@ def select(
     import ase.io
     import numpy as np
 
-    from legato.analysis.ipi_io import is_ipi_xyz, read_frames
+    from legato.analysis.ipi_io import read_structures
     from legato.training.potential import ModelPotential
     from legato.training.select import force_disagreement, select_frames
 
@@ -121,7 +122,7 @@ def select(
         fail("a committee needs at least two models")
     if not frames.exists():
         fail(f"{frames}: no such file")
-    candidates = read_frames(frames) if is_ipi_xyz(frames) else ase.io.read(frames, ":")
+    candidates = read_structures(frames)
     for atoms in candidates:
         if cell is not None:
             atoms.set_cell(np.eye(3) * cell)
@@ -692,6 +693,7 @@ def orientation(
     import ase.io
     from tqdm import tqdm
 
+    from legato.analysis.ipi_io import read_structures
     from legato.analysis.orientation import orientation_run
     from legato.analysis.quench import quench
     from legato.training.potential import LegatoCalculator, ModelPotential
@@ -700,7 +702,7 @@ def orientation(
     model_path = Path(model or default_model())
     if structure is not None and not structure.exists():
         fail(f"{structure}: no such structure file")
-    atoms = (ase.io.read(structure) if structure else ammonia_phase_i(5.13)).repeat(repeat)
+    atoms = (read_structures(structure)[-1] if structure else ammonia_phase_i(5.13)).repeat(repeat)
     calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
     with tqdm(total=steps, desc=f"orientation {model_path.name}", unit="step", disable=not progress) as bar:
         try:

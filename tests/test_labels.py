@@ -194,6 +194,28 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch, capsys):
     assert calls == [0, 1, 2, 3, 2]
 
 
+def test_ipi_xyz_frames_are_labelled_in_their_cell(tmp_path, monkeypatch):
+    """ase.io.read takes an i-PI xyz file for plain xyz and drops its cell."""
+    from conftest import analytic_labels
+
+    from legato.analysis.ipi_io import write_structure
+
+    crystal = ammonia_phase_i()
+    path = write_structure(tmp_path / "bead.xyz", crystal, "phase I")
+    cells = []
+
+    def fake_label(atoms, settings):
+        cells.append(atoms.cell.cellpar())
+        labelled = analytic_labels(atoms)
+        labelled.info.update(settings.provenance())
+        return labelled
+
+    monkeypatch.setattr(label_module, "label_frame", fake_label)
+    label_module.label_file(path, tmp_path / "out.extxyz", progress=False)
+    np.testing.assert_allclose(cells, [crystal.cell.cellpar()], atol=1e-6)
+    assert ase.io.read(tmp_path / "out.extxyz").pbc.all()
+
+
 def test_labelled_forces_are_minus_the_gradient_of_the_labelled_energy():
     """PySCF multigrid PBE + D3(BJ) as `legato label` runs it: central difference along a random direction."""
     from ase.build import molecule

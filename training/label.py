@@ -25,6 +25,7 @@ import ase
 import ase.io
 import numpy as np
 
+from legato.analysis.ipi_io import read_structures
 from legato.units import BOHR_IN_ANGSTROM, FORCE_AU_IN_EV_PER_ANGSTROM, HARTREE_IN_EV
 
 from .dataset import MIN_DISTANCE, closest_approach, dipole_from_wannier, frame_provenance
@@ -145,7 +146,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
     from tqdm import tqdm
 
     settings = settings or DFTSettings()
-    frames = ase.io.read(input_path, index=":")
+    frames = read_structures(input_path)
     output_path = Path(output_path)
     parts = output_path.with_name(output_path.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
