@@ -191,6 +191,13 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch, capsys):
     assert [a.info["source_index"] for a in ase.io.read(out, ":")] == [0, 1, 3]
     with pytest.raises(ValueError, match="--wannier-order 2"):  # another estimator must not extend the file
         label_module.label_file(structures, out, label_module.DFTSettings(wannier_order=1), progress=False)
+    other = tmp_path / "other.extxyz"  # other structures must not count as done under the old labels
+    ase.io.write(other, rattled(ammonia_phase_i(), 4, stdev=0.03, seed=2))
+    with pytest.raises(ValueError, match=r"holds labels of other structures than .*other.extxyz \(frame 0 differs\)"):
+        label_module.label_file(other, out, progress=False)
+    ase.io.write(structures, frames[:2])  # nor may fewer frames: done frame 3 is no longer in the input
+    with pytest.raises(ValueError, match="frame 3 differs"):
+        label_module.label_file(structures, out, progress=False)
     assert calls == [0, 1, 2, 3, 2]
 
 

@@ -152,6 +152,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
     parts.mkdir(parents=True, exist_ok=True)
     _rehydrate(output_path, parts)
     _check_same_method(parts, settings)
+    _check_same_structures(parts, frames, input_path)
     _write_atomic(parts / "settings.json", json.dumps(asdict(settings), indent=1))
 
     def done(i):
@@ -206,6 +207,23 @@ def _check_same_method(parts: Path, settings: DFTSettings) -> None:
         if differ:
             hint = f"--wannier-order {have['wannier_order']}" if set(differ) == {"wannier_order"} else "the same --xc/--basis/--pseudo/--dispersion"
             raise ValueError(f"{parts.name[: -len('.parts')]} was labelled with {differ}, not {wanted}: continue it with {hint}, or label into a new file")
+
+
+def _check_same_structures(parts: Path, frames: list, input_path) -> None:
+    """Refuse to resume from another structure file: its frame i would count as done
+    with the labels of the old frame i, and never be labelled."""
+    for part in sorted(parts.glob("[0-9]*.extxyz")):
+        i = int(part.name[:5])
+        done = ase.io.read(part, format="extxyz")
+        same = (
+            i < len(frames)
+            and done.get_chemical_symbols() == frames[i].get_chemical_symbols()
+            and np.allclose(done.positions, frames[i].positions, atol=1e-5)
+            and np.allclose(done.cell.array, frames[i].cell.array, atol=1e-5)
+        )
+        if not same:
+            name = parts.name[: -len(".parts")]
+            raise ValueError(f"{name} holds labels of other structures than {input_path} (frame {i} differs): label into a new file, then `legato merge` the two")
 
 
 def assemble(parts: Path, output_path: Path) -> int:
