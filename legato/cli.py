@@ -24,14 +24,16 @@ def fail(message: str, code: int = 2) -> None:
 @app.command()
 def structures(
     output: Path = typer.Argument(..., help="extxyz file to write"),
-    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced) | path (between the first two frames of --between, displaced)"),
+    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced) | path (between the first two frames of --between, displaced) | liquid (boxes of --molecule, displaced) | displaced (the frames of --source in turn, displaced)"),
     n: int = typer.Option(120, "-n", "--n", help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
     a: float = typer.Option(5.13, help="phase-I lattice constant, A"),
     repeat: int = typer.Option(1, help="supercell repeat along each axis"),
     molecules: int = typer.Option(4, help="molecules per liquid box"),
     density: float = typer.Option(0.68, help="liquid density, g/cm^3"),
+    molecule: str = typer.Option("NH3", help="for --kind liquid: a molecule ase.build.molecule knows (H2O, NH3, CH4, ...)"),
+    source: Optional[Path] = typer.Option(None, help="for --kind displaced: a structure file (CIF, extxyz, i-PI xyz, ...); its frames are displaced in turn"),
     between: Optional[Path] = typer.Option(None, help="for --kind path: a file whose first two frames are the path's end points (e.g. two minima)"),
-    stdev: float = typer.Option(0.03, help="for --kind path: thermal displacement of hydrogen, A (0: frames exactly on the path, an energy profile)"),
+    stdev: float = typer.Option(0.03, help="for --kind path, liquid, displaced: thermal displacement of hydrogen, A; heavier atoms (m_H/m)^(1/4) of it (0 on a path: frames exactly on it, an energy profile)"),
     overshoot: float = typer.Option(0.25, help="for --kind path: path fraction beyond each end point"),
     seed: int = typer.Option(0),
 ):
@@ -63,8 +65,17 @@ def structures(
             frames = st.path_between(ends[0], ends[1], n, stdev=stdev, overshoot=overshoot, seed=seed)
         except ValueError as exc:
             fail(f"{between}: {exc}")
+    elif kind == "liquid":
+        try:
+            frames = st.liquid_set(molecule, n, molecules, density, stdev=stdev, seed=seed)
+        except (ValueError, RuntimeError) as exc:
+            fail(str(exc))
+    elif kind == "displaced":
+        if source is None or not source.exists():
+            fail("--kind displaced needs --source FILE, a structure file (CIF, extxyz, i-PI xyz, ...)")
+        frames = st.displaced_set(read_structures(source), n, stdev=stdev, seed=seed)
     else:
-        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid, ammonia-reoriented, ammonia-turned, ammonia-c3-scan or path)")
+        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid, ammonia-reoriented, ammonia-turned, ammonia-c3-scan, path, liquid or displaced)")
     ase.io.write(output, frames, format="extxyz")
     typer.echo(f"wrote {len(frames)} frame(s) to {output}")
 

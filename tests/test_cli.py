@@ -33,6 +33,8 @@ def test_every_verb_has_help(verb):
         (["spectrum", "ir", "no/such/run"], "no i-PI input"),
         (["spectrum", "raman", "."], "unknown spectrum 'raman'"),
         (["structures", "unused.extxyz", "--kind", "path"], "--kind path needs --between FILE"),
+        (["structures", "unused.extxyz", "--kind", "displaced"], "--kind displaced needs --source FILE"),
+        (["structures", "unused.extxyz", "--kind", "liquid", "--molecule", "XYZ"], "unknown molecule 'XYZ'"),
         (["serve", "README.md", "-s", "ipi_inputs/nh3_phase_i.xyz"], "exactly one of --unix"),
         (["serve", "-s", "ipi_inputs/nh3_phase_i.xyz", "-u", "unused", "--atoms-per-call", "0"], "atoms_per_call=0: give at least 1"),
     ],
@@ -98,6 +100,15 @@ def test_structures_path_with_no_displacement_is_an_energy_profile_between_the_e
         frames = ase.io.read(tmp_path / "p.extxyz", ":")
         exact = [np.allclose(f.positions, e.positions, atol=1e-8) for f, e in zip(frames[::2], [start, end])]
         assert exact == [on_path, on_path]
+
+
+def test_structures_displaced_from_an_ipi_file_keep_its_cell(tmp_path):
+    import ase.io
+
+    result = legato("structures", tmp_path / "d.extxyz", "--kind", "displaced", "--source", "ipi_inputs/nh3_phase_i.xyz", "-n", "2")
+    assert result.returncode == 0, result.stderr
+    frames = ase.io.read(tmp_path / "d.extxyz", ":")
+    assert len(frames) == 2 and all(f.pbc.all() and f.cell.cellpar() == pytest.approx([5.13] * 3 + [90] * 3) for f in frames)
 
 
 def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_model_file):

@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from legato.training import label as label_module
 from legato.analysis.orientation import bond_vectors, hydrogen_bonds, turn_angles
-from legato.training.structures import ammonia_phase_i, closest_intermolecular, molecular_liquid, molecules_of, path_between, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
+from legato.training.structures import ammonia_phase_i, closest_intermolecular, displaced_set, liquid_set, molecular_liquid, molecules_of, path_between, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
 from legato.training.wannier import assign_centres, centres_from_z, jacobi_localize, spread_weights
 
 
@@ -31,6 +31,27 @@ def test_liquid_box_has_the_requested_density_and_no_overlaps():
     assert density == pytest.approx(0.68, rel=1e-6)
     d = box.get_all_distances(mic=True)[np.triu_indices(len(box), 1)]
     assert d.min() > 0.9
+
+
+def test_liquid_set_holds_any_molecule_at_the_density_displaced():
+    frames = liquid_set("H2O", 3, 8, 1.0, stdev=0.03, seed=1)
+    assert len(frames) == 3 and all(f.get_chemical_formula() == "H16O8" for f in frames)
+    for k, box in enumerate(frames):
+        density = box.get_masses().sum() / 6.02214076e23 / (box.get_volume() * 1e-24)
+        assert density == pytest.approx(1.0, rel=1e-6)
+        undisplaced = molecular_liquid("H2O", 8, 1.0, seed=1 + k)
+        shift = np.linalg.norm(box.positions - undisplaced.positions, axis=1)[box.numbers == 1]
+        assert 0.01 < np.sqrt(np.mean(shift**2)) / np.sqrt(3) < 0.05  # hydrogen: about stdev per axis
+    with pytest.raises(ValueError, match="unknown molecule 'XYZ'"):
+        liquid_set("XYZ", 1, 4, 1.0)
+
+
+def test_displaced_set_takes_the_sources_in_turn():
+    sources = [ammonia_phase_i(5.0), ammonia_phase_i(5.2)]
+    frames = displaced_set(sources, 5, stdev=0.05, seed=0)
+    assert [f.cell[0, 0] for f in frames] == pytest.approx([5.0, 5.2, 5.0, 5.2, 5.0])
+    assert not np.allclose(frames[0].positions, frames[2].positions)  # each frame its own displacement
+    assert all(0.05 < np.abs(f.positions - sources[k % 2].positions).max() < 0.4 for k, f in enumerate(frames))
 
 
 def test_rattled_frames_stay_physical():

@@ -113,6 +113,20 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
     return frames
 
 
+def displaced_set(sources: list[ase.Atoms], n: int, stdev: float = 0.03, seed: int = 0) -> list[ase.Atoms]:
+    """``n`` thermally displaced frames, taking the ``sources`` in turn (see ``rattled``)."""
+    return [rattled(sources[k % len(sources)], 1, stdev=stdev, seed=seed + k)[0] for k in range(n)]
+
+
+def liquid_set(name: str, n: int, n_molecules: int, density_g_cm3: float, stdev: float = 0.03, seed: int = 0) -> list[ase.Atoms]:
+    """``n`` liquid boxes of any ASE molecule (``molecular_liquid``), each thermally displaced."""
+    try:
+        boxes = [molecular_liquid(name, n_molecules, density_g_cm3, seed=seed + k) for k in range(n)]
+    except KeyError:
+        raise ValueError(f"unknown molecule '{name}': give a name ase.build.molecule knows (e.g. H2O, NH3, CH4)") from None
+    return displaced_set(boxes, n, stdev=stdev, seed=seed)
+
+
 def path_between(start: ase.Atoms, end: ase.Atoms, n: int, stdev: float = 0.03, overshoot: float = 0.25, seed: int = 0) -> list[ase.Atoms]:
     """``n`` frames from ``start`` to ``end`` (same atoms, same order, same cell), evenly
     spaced from -overshoot to 1 + overshoot (``path_fraction`` in info), each thermally
