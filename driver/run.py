@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.analysis.ipi_io import is_ipi_xyz, read_structures, write_structure
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -42,7 +44,7 @@ class RunSettings:
     timestep: float | None = None  # fs
     seed: int | None = None
     stride: int | None = None  # trajectory stride (steps)
-    structure: Path | None = None  # initial structure (i-PI xyz) instead of the template's
+    structure: Path | None = None  # initial structure instead of the template's (i-PI xyz, or any file ASE reads, with a cell)
     start: Path | None = None  # i-PI checkpoint (e.g. an equilibration's RESTART): its bead positions and momenta start the run
 
 
@@ -66,8 +68,14 @@ def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port:
     structure_src = Path(settings.structure).resolve() if settings.structure else (template.parent / file_el.text.strip()).resolve()
     if not structure_src.exists():
         raise FileNotFoundError(f"{structure_src}: the template's initial structure is missing")
-    structure = run_dir / structure_src.name
-    shutil.copy(structure_src, structure)
+    if is_ipi_xyz(structure_src):
+        structure = run_dir / structure_src.name
+        shutil.copy(structure_src, structure)
+    else:  # CIF, extxyz, ...: i-PI reads its own xyz format (cell in the comment line)
+        atoms = read_structures(structure_src)[-1]
+        if atoms.cell.volume < 1e-6:
+            raise ValueError(f"{structure_src}: the structure has no cell; i-PI needs one (for a molecule, a box larger than it plus the model's cutoff, with --no-periodic)")
+        structure = write_structure(run_dir / (structure_src.stem + ".xyz"), atoms, f"from {structure_src.name}")
     _set_text(file_el, structure.name)
 
     ff = root.find("ffsocket")

@@ -376,6 +376,7 @@ def run(
     periodic: bool = typer.Option(True, help="use the cell (off for molecules in vacuum)"),
     drivers: int = typer.Option(1, help="driver processes (>1: extra `legato serve` processes on an inet socket)"),
     start: Optional[Path] = typer.Option(None, help="i-PI checkpoint (e.g. an equilibration run's RESTART) whose positions and momenta start the run"),
+    structure: Optional[Path] = typer.Option(None, "-s", "--structure", help="initial structure instead of the template's: i-PI xyz, or CIF, extxyz, ... (last frame, with its cell)"),
     atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
     progress: bool = typer.Option(True),
 ):
@@ -388,10 +389,12 @@ def run(
         template = TEMPLATES / template
     if not template.exists():
         fail(f"{template}: no such i-PI input (templates are in {TEMPLATES})")
+    if structure is not None and not structure.exists():
+        fail(f"{structure}: no such structure file")
     model_path = str(model or default_model()) if potential is None else None
 
-    def factory(structure):
-        return _make_driver(structure, model_path, potential, periodic, atoms_per_call)
+    def factory(structure_in_run):
+        return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call)
 
     extra = [sys.executable, "-m", "legato.cli", "serve", model_path or "", "--reconnect", "0"]
     if potential:
@@ -400,7 +403,7 @@ def run(
         extra.append("--no-periodic")
     if atoms_per_call is not None:
         extra += ["--atoms-per-call", str(atoms_per_call)]
-    settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start)
+    settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
     try:
         run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress)
     except (InputError, ModelFileError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:

@@ -177,6 +177,29 @@ def test_a_run_started_from_an_equilibration_continues_its_state(tmp_path, tiny_
         write_input(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "other", RunSettings(nbeads=4, start=equilibration / "RESTART"))
 
 
+def test_run_starts_from_any_structure_file_with_a_cell(tmp_path):
+    """--structure: an extxyz water box (no ammonia) runs under a template written for ammonia."""
+    import ase.io
+
+    from legato.analysis.ipi_io import read_frames
+    from legato.training.structures import molecular_liquid
+
+    water = molecular_liquid("H2O", 4, 1.0, seed=0)
+    ase.io.write(tmp_path / "water.extxyz", water)
+    args = ["run", "nh3_solid_pimd_nvt.xml", "-o", tmp_path / "run", "--potential", "harmonic:k=1", "--beads", "2", "--steps", "4", "--stride", "2", "--no-progress"]
+    result = subprocess.run(LEGATO + [str(a) for a in args] + ["--structure", str(tmp_path / "water.extxyz")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    frames = read_frames(bead_files(tmp_path / "run", "simulation", "pos")[0])
+    assert frames[0].get_chemical_symbols() == water.get_chemical_symbols()
+    np.testing.assert_allclose(frames[0].cell.cellpar(), water.cell.cellpar(), atol=1e-5)
+    np.testing.assert_allclose(frames[0].get_all_distances(mic=True), water.get_all_distances(mic=True), atol=1e-4)  # step 0
+    molecule = tmp_path / "molecule.xyz"
+    ase.io.write(molecule, water[:3], format="xyz")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ValueError, match="has no cell; i-PI needs one"):
+        write_input(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "other", RunSettings(structure=molecule))
+
+
 def test_an_ipi_that_dies_at_start_is_reported_at_once(tmp_path, tiny_model_file):
     broken = tmp_path / "broken.xml"
     broken.write_text((TEMPLATES / "equilibrate_nvt.xml").read_text().replace("mode='pile_l'", "mode='no-such-thermostat'"))
