@@ -597,8 +597,26 @@ CONTACT_CHECKS_HELP = (
 WORKERS_HELP = "trajectories run side by side, one process each (up to the number of cores); each keeps its seed, so a study may resume with another count"
 
 
-def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, contact_checks: int, workers: int = 1, progress: bool = True):
-    """Run (or resume) the failure trajectories of one model; returns the results."""
+STRUCTURE_HELP = "unit cell to multiply (CIF, extxyz, i-PI xyz; last frame; default: ammonia phase I, a = 5.13 A)"
+
+
+def _unit_cell(structure: Optional[Path]):
+    """The crystal to simulate (failure study, orientation check): ``structure``'s last frame, or phase I."""
+    from legato.analysis.ipi_io import read_structures
+    from legato.training.structures import ammonia_phase_i
+
+    if structure is None:
+        return ammonia_phase_i(5.13)
+    if not structure.exists():
+        fail(f"{structure}: no such structure file")
+    unit = read_structures(structure)[-1]
+    if unit.cell.volume < 1e-6 or not unit.pbc.all():
+        fail(f"{structure}: give a periodic structure with a 3D cell (a crystal or a liquid box)")
+    return unit
+
+
+def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, contact_checks: int, workers: int = 1, progress: bool = True, structure: Optional[Path] = None):
+    """Run (or resume) the failure trajectories of one model on supercells of ``structure``; returns the results."""
     from dataclasses import asdict
     from functools import partial
 
@@ -608,7 +626,7 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
     from legato.training.dataset import file_sha256
     from legato.training.modelfile import read_model_file
     from legato.training.potential import LegatoCalculator
-    from legato.training.structures import ammonia_phase_i
+    from legato.training.structures import order_by_species
 
     multipliers = [int(k) for k in sizes.split(",")]
     unknown = [k for k in multipliers if k not in SUPERCELLS]
@@ -619,12 +637,16 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
     if workers < 1:
         fail(f"--workers {workers}: must be at least 1 (trajectories run side by side, one process each)")
     read_model_file(model_path)  # an unreadable model: one-line error before the study folder is made
+    unit = _unit_cell(structure)
     criteria = FailureCriteria(temperature=temperature, contact_checks=contact_checks)
-    _check_study(out, {"model_sha256": file_sha256(model_path), "max_steps": max_steps, **asdict(criteria)})
+    study = {"model_sha256": file_sha256(model_path), "max_steps": max_steps, **asdict(criteria)}
+    if structure is not None:  # studies of the default cell keep the record they had
+        study["structure_sha256"] = file_sha256(structure)
+    _check_study(out, study)
     results_file = out / "trajectories.jsonl"
     done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
-    todo = [(k, 1000 * k + seed) for k in multipliers for seed in range(seeds) if (16 * k, 1000 * k + seed) not in done]
-    jobs = [(ammonia_phase_i(5.13, SUPERCELLS[k]), seed) for k, seed in todo]
+    todo = [(k, 1000 * k + seed) for k in multipliers for seed in range(seeds) if (len(unit) * k, 1000 * k + seed) not in done]
+    jobs = [(order_by_species(unit.repeat(SUPERCELLS[k])), seed) for k, seed in todo]
     finished = run_trajectories(jobs, partial(LegatoCalculator, model_file=str(model_path)), criteria, max_steps, workers)
     for result in tqdm(finished, total=len(jobs), desc=f"failure {model_path.name}", unit="traj", disable=not progress):
         append_result(results_file, result)
@@ -660,7 +682,8 @@ def _t_failure_text(results, n: int, t: float) -> str:
 def failure(
     model: Optional[Path] = typer.Argument(None, help="model file (default: the shipped SAM model)"),
     output: Path = typer.Option(Path("results/failure"), "-o", "--output"),
-    sizes: str = typer.Option("1,2,4,8", help="supercell multipliers of the 16-atom phase-I cell"),
+    sizes: str = typer.Option("1,2,4,8", help="supercell multipliers of the unit cell (--structure)"),
+    structure: Optional[Path] = typer.Option(None, "-s", "--structure", help=STRUCTURE_HELP),
     seeds: int = typer.Option(6, help="trajectories per size"),
     temperature: float = typer.Option(6000.0, help="K; far above melting to provoke failures within ps (the shipped models did not fail at 1500 K)"),
     max_steps: int = typer.Option(6000, help="steps (0.5 fs) after which a trajectory counts as surviving (censored)"),
@@ -673,7 +696,7 @@ def failure(
 
     model_path = Path(model or default_model())
     out = output / model_path.name.split(".")[0]
-    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress)
+    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure)
     fit = _print_failure(model_path.name, results)
     typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results}, {model_path.name: fit})}")
 
@@ -707,16 +730,12 @@ def orientation(
     import ase.io
     from tqdm import tqdm
 
-    from legato.analysis.ipi_io import read_structures
     from legato.analysis.orientation import orientation_run
     from legato.analysis.quench import quench
     from legato.training.potential import LegatoCalculator, ModelPotential
-    from legato.training.structures import ammonia_phase_i
 
     model_path = Path(model or default_model())
-    if structure is not None and not structure.exists():
-        fail(f"{structure}: no such structure file")
-    atoms = (read_structures(structure)[-1] if structure else ammonia_phase_i(5.13)).repeat(repeat)
+    atoms = _unit_cell(structure).repeat(repeat)
     calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
     with tqdm(total=steps, desc=f"orientation {model_path.name}", unit="step", disable=not progress) as bar:
         try:
@@ -761,7 +780,8 @@ def compare(
     model_b: Optional[Path] = typer.Argument(None, help="default: models/adam.legato.pt"),
     data: Path = typer.Option(Path("data/nh3_dft_test.extxyz"), help="held-out frames for sharpness"),
     output: Path = typer.Option(Path("results/compare"), "-o", "--output"),
-    sizes: str = typer.Option("1,2,4,8"),
+    sizes: str = typer.Option("1,2,4,8", help="supercell multipliers of the unit cell (--structure)"),
+    structure: Optional[Path] = typer.Option(None, "-s", "--structure", help=STRUCTURE_HELP),
     seeds: int = typer.Option(6),
     temperature: float = typer.Option(6000.0, help="K, as for legato failure"),
     max_steps: int = typer.Option(6000),
@@ -777,20 +797,19 @@ def compare(
     from legato.analysis.robustness import failure_times, per_size, plot_failure
     from legato.training.modelfile import read_model_file
     from legato.training.potential import ModelPotential
-    from legato.training.structures import ammonia_phase_i
 
     models = [Path(model_a or default_model()), Path(model_b or default_model().with_name("adam.legato.pt"))]
+    atoms = _unit_cell(structure)
     rows, series, fits = [], {}, {}
     for path in models:
         meta = read_model_file(path)["metadata"]
         pot = ModelPotential.from_file(path)
-        atoms = ammonia_phase_i()
         pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
         start = time.perf_counter()
         for _ in range(20):
             pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
         ms = (time.perf_counter() - start) / 20 * 1e3
-        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks, workers, progress)
+        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure)
         series[path.name] = results
         beta, lo, hi = fits[path.name] = _print_failure(path.name, results)
         errors = meta.get("test_errors", {})
@@ -802,7 +821,7 @@ def compare(
                 "forces_mae_meV_per_A": round(errors.get("forces_mae_meV_per_A", float("nan")), 2),
                 "energy_mae_meV_per_atom": round(errors.get("energy_mae_meV_per_atom", float("nan")), 3),
                 "wannier_mae_A": round(errors.get("wannier_mae_A", float("nan")), 5),
-                "ms_per_16_atoms": round(ms, 2),
+                f"ms_per_{len(atoms)}_atoms": round(ms, 2),
                 f"sharpness_rho{rho}": round(_sharpness(path, data, rho), 6) if data.exists() else float("nan"),
                 "beta": round(beta, 3),
                 "beta_low": round(lo, 3),

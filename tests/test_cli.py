@@ -189,6 +189,24 @@ def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
     assert len(results.read_text().splitlines()) == 2
 
 
+def test_failure_study_runs_supercells_of_a_given_structure(tmp_path, trained_model_file):
+    """--structure: the 32-atom liquid box (an i-PI xyz) instead of phase I; its study keeps to it."""
+    import json
+
+    args = ["failure", trained_model_file, "-o", tmp_path, "--sizes", "1,2", "--seeds", "1", "--max-steps", "10", "--temperature", "100", "--no-progress"]
+    result = legato(*args, "--structure", "ipi_inputs/nh3_liquid_8.xyz")
+    assert result.returncode == 0, result.stderr
+    results = tmp_path / Path(trained_model_file).name.split(".")[0] / "trajectories.jsonl"
+    assert sorted(json.loads(line)["n_atoms"] for line in results.read_text().splitlines()) == [32, 64]
+    assert "N =   32" in result.stdout and "N =   64" in result.stdout
+    other = legato(*args, "--structure", "ipi_inputs/nh3_phase_i.xyz")  # another cell must not extend this study
+    assert other.returncode != 0 and "structure_sha256" in other.stderr
+    molecule = tmp_path / "molecule.xyz"
+    molecule.write_text("4\n\nN 0 0 0\nH 1 0 0\nH 0 1 0\nH 0 0 1\n")
+    no_cell = legato(*args[:3], tmp_path / "m", *args[4:], "--structure", molecule)
+    assert no_cell.returncode != 0 and "give a periodic structure with a 3D cell" in no_cell.stderr
+
+
 def test_failure_study_in_worker_processes_runs_each_trajectory_once(tmp_path, trained_model_file):
     import json
 
