@@ -1,6 +1,7 @@
 """Structures, Wannier localization and the resumable labelling loop."""
 
 import json
+import re
 
 import ase.io
 import numpy as np
@@ -192,7 +193,8 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out.extxyz"
     first = label_module.label_file(structures, out, progress=False, limit=2)
     assert first["labelled"] == 2 and calls == [0, 1]
-    capsys.readouterr()
+    log = capsys.readouterr().out.splitlines()  # the time to go: mean time per frame so far x frames left
+    assert re.fullmatch(r"frame 0: labelled in 0 s \(1 of 2 this run; \d s to go\)", log[0]) and log[1].endswith("(2 of 2 this run)")
     second = label_module.label_file(structures, out, progress=False)
     assert calls == [0, 1, 2, 3] and second == {"total": 4, "already_done": 2, "labelled": 1, "failed": 1}
     log = capsys.readouterr().out.splitlines()  # one line per frame, also without the bar

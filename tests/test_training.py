@@ -116,7 +116,7 @@ def test_epoch_lines_mark_each_new_best_validation_loss(synthetic_dataset, tmp_p
 
 
 def test_time_to_go_reads_in_seconds_minutes_or_hours():
-    from legato.training.epoch_log import duration_text
+    from legato.timing import duration_text
 
     assert [duration_text(s) for s in (45, 89.4, 600, 5339, 5400, 11520)] == ["45 s", "89 s", "10 min", "89 min", "1.5 h", "3.2 h"]
 

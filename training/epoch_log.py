@@ -7,6 +7,8 @@ import time
 
 from lightning.pytorch.callbacks import Callback
 
+from legato.timing import duration_text
+
 #: validation metrics nequip logs (eV/A, eV/atom, A) and how the line shows them
 SHOWN = (
     ("val0_epoch/forces_mae", "forces", 1e3, "{:.1f} meV/A"),
@@ -53,12 +55,3 @@ class EpochLog(Callback):
             return False
         best = checkpoint.best_model_score
         return best is None or float(metrics[checkpoint.monitor]) <= float(best)
-
-
-def duration_text(seconds: float) -> str:
-    """``45 s``, ``12 min`` or ``3.2 h``: a duration as people read it in a log."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -26,6 +26,7 @@ import ase.io
 import numpy as np
 
 from legato.analysis.ipi_io import read_structures
+from legato.timing import duration_text
 from legato.units import BOHR_IN_ANGSTROM, FORCE_AU_IN_EV_PER_ANGSTROM, HARTREE_IN_EV
 
 from .dataset import MIN_DISTANCE, closest_approach, dipole_from_wannier, frame_provenance
@@ -163,6 +164,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
         todo = todo[:limit]
     counts = {"total": len(frames), "already_done": len(frames) - len([i for i in range(len(frames)) if not done(i)]), "labelled": 0, "failed": 0}
     bar = tqdm(todo, desc="label", unit="frame", disable=not progress)
+    run_started = time.time()
     for i in bar:
         start = time.time()
         atoms = frames[i]
@@ -182,7 +184,9 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
         counts["labelled"] += 1
         bar.set_postfix(s_per_frame=f"{seconds:.0f}")
         assemble(parts, output_path)
-        tqdm.write(f"frame {i}: labelled in {seconds:.0f} s ({counts['labelled']} of {len(todo)} this run)")
+        done_here = counts["labelled"] + counts["failed"]
+        left = f"; {duration_text((time.time() - run_started) / done_here * (len(todo) - done_here))} to go" if done_here < len(todo) else ""
+        tqdm.write(f"frame {i}: labelled in {seconds:.0f} s ({counts['labelled']} of {len(todo)} this run{left})")
     assemble(parts, output_path)
     return counts
 
