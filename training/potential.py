@@ -88,7 +88,7 @@ class ModelPotential:
             if periodic_vectors.size and np.linalg.svd(periodic_vectors, compute_uv=False).min() < 1e-6:
                 raise ValueError(
                     "periodic frames need a cell (Angstrom) whose periodic vectors span space; this one is singular"
-                    " (ase.io.read drops the cell of i-PI xyz files: use legato.analysis.ipi_io.read_frames), or give no cell for a cluster"
+                    " (ase.io.read drops the cell of i-PI xyz files: use legato.analysis.ipi_io.read_structures), or give no cell for a cluster"
                 )
         step = max(1, self.atoms_per_call // positions.shape[1])
         parts = [
