@@ -264,7 +264,8 @@ def _print_model(path: Path) -> None:
     content = read_model_file(path)
     meta, arch = content["metadata"], content["model_config"]
     typer.echo(f"model: {path}")
-    typer.echo(f"  method {meta['method']} (rho={meta['rho']}), species {meta['type_names']}, r_max {meta['r_max']} A")
+    ema = f", EMA decay {meta['ema_decay']}" if meta.get("ema_decay") else ""
+    typer.echo(f"  method {meta['method']} (rho={meta['rho']}{ema}), species {meta['type_names']}, r_max {meta['r_max']} A")
     weights = sum(tensor.numel() for tensor in content["state_dict"].values())
     typer.echo(
         f"  architecture: l_max {arch['l_max']}, {arch['num_layers']} layers, {arch['num_scalar_features']} scalar"

@@ -55,6 +55,31 @@ def test_model_file_has_metadata_and_loads(trained):
     assert meta["test_errors"]["forces_mae_meV_per_A"] > 0
 
 
+def test_ema_run_validates_checkpoints_and_exports_the_averaged_weights(synthetic_dataset, tmp_path):
+    from legato.training.evaluate import test_errors
+
+    out = tmp_path / "ema"
+    cfg = config(synthetic_dataset, out, epochs=3)
+    cfg.ema_decay = 0.9
+    model_file = train(cfg, progress=False)
+    best = torch.load(out / "checkpoints" / "best.ckpt", weights_only=False)
+    state = best["state_dict"]
+    average = [state[f"ema.ema_weight_{i}"] for i in range(sum(k.startswith("ema.ema_weight_") for k in state))]
+    model, meta = load_model(model_file)
+    assert meta["ema_decay"] == 0.9
+    parameters = list(model.parameters())
+    assert len(parameters) == len(average) > 0
+    for p, a in zip(parameters, average):  # the model file holds the average, not the raw weights
+        np.testing.assert_array_equal(p.detach().numpy(), a.numpy())
+    raw = [v for k, v in state.items() if k.startswith("model.")]
+    assert not all(any(torch.equal(a, r) for r in raw) for a in average)
+    # best.ckpt was picked on the validation of the averaged weights
+    logged = {int(r["epoch"]): float(r["val0_epoch/forces_mae"]) for version in (out / "logs").glob("version_*")
+              for r in csv.DictReader(open(version / "metrics.csv")) if r.get("val0_epoch/forces_mae")}
+    errors = test_errors(model, meta, ase.io.read(out / "split" / "val.extxyz", ":"))
+    assert errors["forces_mae_meV_per_A"] == pytest.approx(1e3 * logged[best["epoch"]], rel=1e-3)
+
+
 def test_corrupt_and_foreign_model_files_are_refused(trained, tmp_path):
     _, model_file = trained
     truncated = tmp_path / "truncated.legato.pt"

@@ -10,7 +10,8 @@ Each step (Foret et al., ICLR 2021):
 
 ``rho = 0`` skips steps 2-3, which is exactly the plain optimizer step, so the
 Adam baseline runs through this same module. Manual optimization follows
-nequip's own ``ConFIGLightningModule``.
+nequip's own ``ConFIGLightningModule``; ``EMASAMLightningModule`` adds nequip's
+moving average of the weights the way ``EMAConFIGLightningModule`` does.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Optional
 
 import torch
 from nequip.data import AtomicDataDict
-from nequip.train import NequIPLightningModule
+from nequip.train import EMALightningModule, NequIPLightningModule
 
 
 def sam_perturbation(params: list[torch.nn.Parameter], rho: float, eps: float = 1e-12) -> list[torch.Tensor]:
@@ -105,3 +106,18 @@ class SAMLightningModule(NequIPLightningModule):
         scheduler = self.lr_schedulers()
         if scheduler is not None and not self.trainer.sanity_checking:
             scheduler.step(metric_dict[self._monitor])
+
+
+class EMASAMLightningModule(EMALightningModule, SAMLightningModule):
+    """SAM (or Adam, ``rho = 0``) steps, and an exponential moving average of the weights
+    that validation, checkpoints and the exported model use (:class:`nequip.train.EMALightningModule`).
+
+    Args:
+        ema_decay (float): decay of the average per optimizer step (nequip's default 0.999)
+        **kwargs: as for :class:`SAMLightningModule`
+    """
+
+    def training_step(self, batch: AtomicDataDict.Type, batch_idx: int, dataloader_idx: int = 0):
+        loss = super().training_step(batch, batch_idx, dataloader_idx)
+        self.ema.update_parameters(self.model)  # manual optimization: Lightning never calls optimizer_step
+        return loss

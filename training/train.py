@@ -173,6 +173,9 @@ def _training_module_config(cfg: DictConfig, model_config: dict, type_names: lis
         "val_metrics": _metrics(coeffs, "val"),
         "test_metrics": _metrics(coeffs, "val"),
     }
+    ema_decay = float(cfg.get("ema_decay", 0.0))
+    if ema_decay > 0:
+        module.update({"_target_": "legato.training.sam.EMASAMLightningModule", "ema_decay": ema_decay})
     if cfg.get("lr_scheduler") is not None:
         module["lr_scheduler"] = {
             "scheduler": {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", **OmegaConf.to_container(cfg.lr_scheduler, resolve=True)},
@@ -313,7 +316,7 @@ def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, typ
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint to export (train first)")
     state = torch.load(best if best.exists() else last, map_location="cpu", weights_only=False)["state_dict"]
     module.to("cpu").load_state_dict(state)  # the model file is a CPU model, also after GPU training
-    model = module.model["sole_model"].eval()
+    model = module.evaluation_model["sole_model"].eval()  # with EMA: the averaged weights
     split_frames = {name: ase.io.read(p, index=":", format="extxyz") for name, p in paths.items()}
     test_frames = split_frames["test"]
     metadata = {
@@ -322,6 +325,7 @@ def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, typ
         "units": UNITS,
         "method": "sam" if float(cfg.sam.rho) > 0 else "adam",
         "rho": float(cfg.sam.rho),
+        "ema_decay": float(cfg.get("ema_decay", 0.0)),
         "dataset": str(cfg.data.path),
         "dataset_sha256": file_sha256(cfg.data.path),
         "valence_charge": per_species_table(frames, fields.VALENCE_CHARGE),
