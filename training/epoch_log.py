@@ -7,7 +7,7 @@ import time
 
 from lightning.pytorch.callbacks import Callback
 
-from legato.timing import duration_text
+from legato.timing import time_to_go
 
 #: validation metrics nequip logs (eV/A, eV/atom, A) and how the line shows them
 SHOWN = (
@@ -37,7 +37,7 @@ class EpochLog(Callback):
         epoch = trainer.current_epoch + 1
         line = f"epoch {epoch}/{trainer.max_epochs}: validation MAE {', '.join(shown)}; lr {lr:.2g}; {self._seconds[-1]:.0f} s"
         if epoch < trainer.max_epochs:
-            line += f"; {duration_text(sum(self._seconds) / len(self._seconds) * (trainer.max_epochs - epoch))} to go"
+            line += f"; {time_to_go(sum(self._seconds), len(self._seconds), trainer.max_epochs - epoch)}"
         if self._is_best(trainer, metrics):
             line += "; best"
         bar = trainer.progress_bar_callback

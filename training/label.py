@@ -26,7 +26,7 @@ import ase.io
 import numpy as np
 
 from legato.analysis.ipi_io import read_structures
-from legato.timing import duration_text
+from legato.timing import time_to_go
 from legato.units import BOHR_IN_ANGSTROM, FORCE_AU_IN_EV_PER_ANGSTROM, HARTREE_IN_EV
 
 from .dataset import MIN_DISTANCE, closest_approach, dipole_from_wannier, frame_provenance
@@ -159,10 +159,9 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
     def done(i):
         return (parts / f"{i:05d}.extxyz").exists() or (parts / f"{i:05d}.failed.json").exists()
 
-    todo = [i for i in range(len(frames)) if not done(i)]
-    if limit is not None:
-        todo = todo[:limit]
-    counts = {"total": len(frames), "already_done": len(frames) - len([i for i in range(len(frames)) if not done(i)]), "labelled": 0, "failed": 0}
+    pending = [i for i in range(len(frames)) if not done(i)]
+    todo = pending if limit is None else pending[:limit]
+    counts = {"total": len(frames), "already_done": len(frames) - len(pending), "labelled": 0, "failed": 0}
     bar = tqdm(todo, desc="label", unit="frame", disable=not progress)
     run_started = time.time()
     for i in bar:
@@ -185,7 +184,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
         bar.set_postfix(s_per_frame=f"{seconds:.0f}")
         assemble(parts, output_path)
         done_here = counts["labelled"] + counts["failed"]
-        left = f"; {duration_text((time.time() - run_started) / done_here * (len(todo) - done_here))} to go" if done_here < len(todo) else ""
+        left = f"; {time_to_go(time.time() - run_started, done_here, len(todo) - done_here)}" if done_here < len(todo) else ""
         tqdm.write(f"frame {i}: labelled in {seconds:.0f} s ({counts['labelled']} of {len(todo)} this run{left})")
     assemble(parts, output_path)
     return counts
