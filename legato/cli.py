@@ -115,36 +115,58 @@ def label(
 @app.command()
 def select(
     models: List[Path] = typer.Argument(..., help="a committee of model files (e.g. trained with seed=0,1,2)"),
-    frames: Path = typer.Option(..., "-f", "--frames", help="candidate structures: extxyz, or an i-PI positions file (pos_*.xyz)"),
+    frames: List[str] = typer.Option(
+        ..., "-f", "--frames",
+        help="candidate structures: extxyz, or an i-PI positions file (pos_*.xyz); repeat -f, or quote a pattern for every bead: -f 'runs/x/simulation.pos_*.xyz'",
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="structures to label next (extxyz)"),
-    n: int = typer.Option(20, "-n", "--n", help="how many frames to pick"),
+    n: int = typer.Option(20, "-n", "--n", help="how many frames to pick, from all files together"),
     cell: Optional[float] = typer.Option(None, help="cubic cell edge (A) for frames that carry none (i-PI xyz frames carry theirs)"),
-    min_separation: int = typer.Option(5, help="minimum index distance between picked frames (decorrelation)"),
+    min_separation: int = typer.Option(5, help="minimum index distance between frames picked from one file (decorrelation)"),
+    skip: int = typer.Option(0, help="leave out the first SKIP frames of each file (equilibration; every bead of a PIMD run starts from the same structure)"),
 ):
     """Active learning: pick the frames where a committee of models disagrees most (then `legato label`)."""
+    import glob
+
     import ase.io
     import numpy as np
 
     from legato.analysis.ipi_io import read_structures
+    from legato.training.dataset import frame_key
     from legato.training.potential import ModelPotential
     from legato.training.select import force_disagreement, select_frames
 
     if len(models) < 2:
         fail("a committee needs at least two models")
-    if not frames.exists():
-        fail(f"{frames}: no such file")
-    candidates = read_structures(frames)
-    for atoms in candidates:
-        if cell is not None:
-            atoms.set_cell(np.eye(3) * cell)
-            atoms.pbc = True
+    paths = []
+    for pattern in frames:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [p for p in [pattern] if Path(p).exists()]
+        if not matches:
+            fail(f"{pattern}: no such file")
+        paths += [Path(m) for m in matches]
+    candidates, sources, seen = [], [], set()
+    for path in paths:
+        for index, atoms in enumerate(read_structures(path)[skip:], start=skip):
+            if cell is not None:
+                atoms.set_cell(np.eye(3) * cell)
+                atoms.pbc = True
+            if frame_key(atoms) in seen:  # e.g. the starting structure, step 0 of every bead
+                continue
+            seen.add(frame_key(atoms))
+            atoms.info.update(selected_from=str(path), selected_index=index)  # provenance, kept by `legato label`
+            candidates.append(atoms)
+            sources.append(str(path))
+    if not candidates:
+        fail(f"no frames left in {', '.join(map(str, paths))} after --skip {skip}")
     potentials = [ModelPotential.from_file(m) for m in models]
     scores = force_disagreement(potentials, candidates)
-    picked = select_frames(scores, n, min_separation)
-    for i in picked:  # provenance, kept by `legato label`
-        candidates[i].info.update(selected_from=str(frames), selected_index=i, committee_force_spread=round(float(scores[i]), 4))
+    picked = select_frames(scores, n, min_separation, groups=sources)
+    for i in picked:
+        candidates[i].info["committee_force_spread"] = round(float(scores[i]), 4)
     ase.io.write(output, [candidates[i] for i in picked], format="extxyz")
-    typer.echo(f"{output}: {len(picked)} frames, committee force spread {scores[picked].min():.3f}-{scores[picked].max():.3f} eV/A")
+    typer.echo(
+        f"{output}: {len(picked)} of {len(candidates)} frames from {len(paths)} file(s), committee force spread {scores[picked].min():.3f}-{scores[picked].max():.3f} eV/A"
+    )
 
 
 @app.command()

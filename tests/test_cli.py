@@ -156,6 +156,27 @@ def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, 
     assert all(a.info["selected_from"] == str(candidates) and a.info["committee_force_spread"] > 0 for a in picked)
 
 
+def test_select_ranks_frames_of_several_files_together_without_repeats_or_skipped_frames(tmp_path, tiny_model_file, trained_model_file):
+    import ase.io
+
+    from legato.training.structures import ammonia_phase_i, rattled
+
+    frames = rattled(ammonia_phase_i(), 6, stdev=0.05, seed=5)
+    ase.io.write(tmp_path / "pos_0.extxyz", frames[:4])
+    ase.io.write(tmp_path / "pos_1.extxyz", [frames[0]] + frames[4:])  # shares its first frame with pos_0, as PIMD beads do
+    out = tmp_path / "picked.extxyz"
+    args = ("select", tiny_model_file, trained_model_file, "-f", tmp_path / "pos_*.extxyz", "--min-separation", 1, "-o", out)
+    result = legato(*args, "-n", 10)
+    assert result.returncode == 0, result.stderr
+    assert "6 of 6 frames from 2 file(s)" in result.stdout  # the repeated first frame counted once
+    picked = {(a.info["selected_from"], a.info["selected_index"]) for a in ase.io.read(out, ":")}
+    assert {(str(tmp_path / "pos_1.extxyz"), i) for i in (1, 2)} <= picked and (str(tmp_path / "pos_1.extxyz"), 0) not in picked
+    result = legato(*args, "-n", 10, "--skip", 2)
+    assert "3 of 3 frames" in result.stdout and all(a.info["selected_index"] >= 2 for a in ase.io.read(out, ":"))
+    missing = legato("select", tiny_model_file, trained_model_file, "-f", tmp_path / "nothing_*.xyz", "-o", out)
+    assert missing.returncode == 2 and "nothing_*.xyz: no such file" in missing.stderr
+
+
 def test_orientation_quenches_the_last_frame_and_exits_1_past_the_shift_limit(tmp_path):
     import ase.io
 

@@ -173,6 +173,10 @@ def test_committee_selection(tiny_model_file, trained):
     picked = select_frames(scores, n=3, min_separation=3)
     assert len(picked) == 3 and np.all(np.diff(picked) >= 3)
     assert scores.argmax() in picked
+    assert np.allclose(scores[:5], force_disagreement([a, b], frames[:5]))  # batching keeps each frame's score
+    assert select_frames(np.arange(12.0), n=4, min_separation=2) == [5, 7, 9, 11]
+    two_files = ["x", "y"] * 6  # frame i is frame i // 2 of its file: min_separation counts within each file
+    assert select_frames(np.arange(12.0), n=4, min_separation=2, groups=two_files) == [6, 7, 10, 11]
 
 
 def test_energy_profile_is_relative_to_the_first_frame_and_needs_its_key(synthetic_dataset, tiny_model_file):
