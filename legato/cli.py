@@ -140,7 +140,10 @@ def select(
         fail("a committee needs at least two models")
     paths = []
     for pattern in frames:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [p for p in [pattern] if Path(p).exists()]
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern))
+        else:
+            matches = [pattern] if Path(pattern).exists() else []
         if not matches:
             fail(f"{pattern}: no such file")
         paths += [Path(m) for m in matches]
@@ -150,9 +153,10 @@ def select(
             if cell is not None:
                 atoms.set_cell(np.eye(3) * cell)
                 atoms.pbc = True
-            if frame_key(atoms) in seen:  # e.g. the starting structure, step 0 of every bead
+            key = frame_key(atoms)
+            if key in seen:  # e.g. the starting structure, step 0 of every bead
                 continue
-            seen.add(frame_key(atoms))
+            seen.add(key)
             atoms.info.update(selected_from=str(path), selected_index=index)  # provenance, kept by `legato label`
             candidates.append(atoms)
             sources.append(str(path))
