@@ -2,7 +2,8 @@
 
     python bench/bench_model.py [--repeats 5] [--vs "model.l_max=2 model.num_tensor_features=16" ...]
 
-Prints: SAM step / Adam step; forward+forces time vs atoms (16, 128, 1024) and its
+Prints: SAM step / Adam step; SAM step eager / compiled (torch.compile of the
+training step, model.compile_mode=compile); forward+forces time vs atoms (16, 128, 1024) and its
 growth exponent; one batched call on 32 copies of a 16-atom cell vs 32 calls; with
 --vs, the cost of other architectures (config overrides) relative to the shipped one.
 The model is the architecture of training/configs/sam.yaml (weights untrained:
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nequip.data import AtomicDataDict
 from omegaconf import OmegaConf
 
-from legato.training.model import build_model
+from legato.training.model import AllegroWannierModel, build_model
 from legato.training.modelfile import UNITS
 from legato.training.potential import ModelPotential
 from legato.training.sam import sam_perturbation
@@ -36,11 +38,18 @@ def best_time(fn, repeats):
     return min(times)
 
 
-def untrained_potential(overrides=()):
-    """(model, ModelPotential) of the sam.yaml architecture with ``key=value`` overrides."""
+def model_config(overrides=()) -> dict:
+    """The sam.yaml model section with ``key=value`` overrides and fixed data statistics, run eager."""
     cfg = OmegaConf.merge(OmegaConf.load(CONFIG), OmegaConf.from_dotlist(list(overrides)))
     cfg = OmegaConf.to_container(cfg.model, resolve=True)
     cfg.update(avg_num_neighbors=20.0, per_type_energy_shifts={"H": 0.0, "N": 0.0}, per_type_energy_scales={"H": 1.0, "N": 1.0})
+    cfg.pop("compile_mode", None)
+    return cfg
+
+
+def untrained_potential(overrides=()):
+    """(model, ModelPotential) of the sam.yaml architecture with ``key=value`` overrides."""
+    cfg = model_config(overrides)
     model = build_model(cfg, ["H", "N"])
     meta = {"type_names": ["H", "N"], "r_max": cfg["r_max"], "units": UNITS, "valence_charge": {"H": 1, "N": 5}, "wannier_count": {"H": 0, "N": 4}}
     return model, ModelPotential(model, meta)
@@ -52,37 +61,9 @@ def bead_batch():
     return copies[0].get_chemical_symbols(), np.stack([c.positions for c in copies]), np.stack([c.cell.array for c in copies])
 
 
-def architecture_costs(variants, repeats):
-    """Forward+forces time of each variant / the shipped architecture: 128 atoms, and 32 x 16 atoms batched."""
-    cell = ammonia_phase_i(repeat=(2, 2, 2))
-    symbols, positions, cells = bead_batch()
-    base = None
-    for overrides in [""] + variants:
-        model, pot = untrained_potential(overrides.split())
-        t_cell = best_time(lambda: pot.evaluate(cell.get_chemical_symbols(), cell.positions, cell.cell.array[None]), repeats)
-        t_beads = best_time(lambda: pot.evaluate(symbols, positions, cells), repeats)
-        base = base or (t_cell, t_beads)
-        n_params = sum(p.numel() for p in model.parameters())
-        print(f"  x{t_cell / base[0]:5.1f} (128 atoms), x{t_beads / base[1]:5.1f} (32 x 16 atoms), {n_params:6d} parameters: {overrides or 'shipped architecture'}")
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--vs", action="append", default=[], metavar="OVERRIDES",
-                        help='another architecture as space-separated config overrides, e.g. "model.num_layers=3"; repeatable')
-    args = parser.parse_args()
-    model, pot = untrained_potential()
-    print(f"model: {CONFIG.name} architecture, {sum(p.numel() for p in model.parameters())} parameters, torch threads {torch.get_num_threads()}")
-
-    # --- SAM vs Adam step on 8 frames of 16 atoms ---
-    frames = rattled(ammonia_phase_i(), 8, stdev=0.05, seed=0)
-    symbols = frames[0].get_chemical_symbols()
-    from nequip.data import AtomicDataDict
-
-    graphs = [pot._graph(f.positions, f.cell.array, (True,) * 3, pot.atom_types(symbols)) for f in frames]
-    batch = AtomicDataDict.batched_from_list(graphs)
-    target = torch.randn(8 * 16, 3, dtype=torch.float64)
+def training_steps(model, batch):
+    """(Adam step, SAM step) closures: force + Wannier loss on ``batch``, rho 0.05."""
+    target = torch.randn(AtomicDataDict.num_nodes(batch), 3)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-4)
 
@@ -109,8 +90,42 @@ def main():
                 p.sub_(d)
         opt.step()
 
-    t_adam, t_sam = best_time(adam_step, args.repeats), best_time(sam_step, args.repeats)
+    return adam_step, sam_step
+
+
+def architecture_costs(variants, repeats):
+    """Forward+forces time of each variant / the shipped architecture: 128 atoms, and 32 x 16 atoms batched."""
+    cell = ammonia_phase_i(repeat=(2, 2, 2))
+    symbols, positions, cells = bead_batch()
+    base = None
+    for overrides in [""] + variants:
+        model, pot = untrained_potential(overrides.split())
+        t_cell = best_time(lambda: pot.evaluate(cell.get_chemical_symbols(), cell.positions, cell.cell.array[None]), repeats)
+        t_beads = best_time(lambda: pot.evaluate(symbols, positions, cells), repeats)
+        base = base or (t_cell, t_beads)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"  x{t_cell / base[0]:5.1f} (128 atoms), x{t_beads / base[1]:5.1f} (32 x 16 atoms), {n_params:6d} parameters: {overrides or 'shipped architecture'}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--vs", action="append", default=[], metavar="OVERRIDES",
+                        help='another architecture as space-separated config overrides, e.g. "model.num_layers=3"; repeatable')
+    args = parser.parse_args()
+    model, pot = untrained_potential()
+    print(f"model: {CONFIG.name} architecture, {sum(p.numel() for p in model.parameters())} parameters, torch threads {torch.get_num_threads()}")
+
+    # --- SAM vs Adam step, eager and compiled, on 8 frames of 16 atoms ---
+    frames = rattled(ammonia_phase_i(), 8, stdev=0.05, seed=0)
+    symbols = frames[0].get_chemical_symbols()
+    graphs = [pot._graph(f.positions, f.cell.array, (True,) * 3, pot.atom_types(symbols)) for f in frames]
+    batch = AtomicDataDict.batched_from_list(graphs)
+    t_adam, t_sam = (best_time(step, args.repeats) for step in training_steps(model, batch))
     print(f"SAM step / Adam step (8 x 16 atoms): {t_sam / t_adam:.2f}  (goal <= 2.2, theory 2)  [{t_sam*1e3:.0f} / {t_adam*1e3:.0f} ms]")
+    compiled = AllegroWannierModel(seed=0, type_names=["H", "N"], compile_mode="compile", **model_config())
+    _, t_sam_compiled = (best_time(step, args.repeats) for step in training_steps(compiled, batch))
+    print(f"SAM step eager / compiled (model.compile_mode=compile, training only): {t_sam / t_sam_compiled:.2f}  [{t_sam*1e3:.0f} / {t_sam_compiled*1e3:.0f} ms]")
 
     # --- scaling with system size ---
     sizes, times = [], []

@@ -80,6 +80,28 @@ def test_ema_run_validates_checkpoints_and_exports_the_averaged_weights(syntheti
     assert errors["forces_mae_meV_per_A"] == pytest.approx(1e3 * logged[best["epoch"]], rel=1e-3)
 
 
+def test_compiled_sam_training_takes_the_same_steps_as_eager(synthetic_dataset, tmp_path, monkeypatch):
+    from nequip.nn.compile import CompileGraphModel
+
+    compiled_variants = []
+    compile_variant = CompileGraphModel._compile_variant
+    monkeypatch.setattr(CompileGraphModel, "_compile_variant", lambda self, *a: compiled_variants.append(a[1]) or compile_variant(self, *a))
+    runs = {}
+    for mode in ("eager", "compile"):
+        cfg = config(synthetic_dataset, tmp_path / mode, epochs=2)
+        cfg.model.compile_mode = mode
+        runs[mode] = train(cfg, progress=False)
+        assert bool(compiled_variants) == (mode == "compile")  # torch.compile ran in the compiled run only
+    eager, compiled = (val_losses(tmp_path / mode) for mode in ("eager", "compile"))
+    assert [e for e, _ in compiled] == [0, 1]
+    assert [v for _, v in compiled] == pytest.approx([v for _, v in eager], rel=1e-4)
+    (eager_model, _), (compiled_model, _) = load_model(runs["eager"]), load_model(runs["compile"])
+    assert "compile_mode" not in read_model_file(runs["compile"])["model_config"]  # model files run eager
+    assert type(compiled_model) is type(eager_model)
+    for a, b in zip(eager_model.parameters(), compiled_model.parameters()):
+        np.testing.assert_allclose(b.detach().numpy(), a.detach().numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_corrupt_and_foreign_model_files_are_refused(trained, tmp_path):
     _, model_file = trained
     truncated = tmp_path / "truncated.legato.pt"
@@ -305,6 +327,7 @@ def test_molecule_force_loss_trains_and_is_monitored(synthetic_dataset, tmp_path
         ("loss.forces=-1", "loss.forces=-1: a loss weight must be a number >= 0"),
         ("loss.molecule_force=10", "loss.molecule_force: unknown loss term"),
         ("monitor=val0_epoch/molecule_forces_mae", "monitor=val0_epoch/molecule_forces_mae: not a logged validation metric"),
+        ("model.compile_mode=fast", "model.compile_mode=fast: use compile (faster epochs) or eager"),
         pytest.param(
             "trainer.accelerator=gpu",
             "trainer.accelerator=gpu: torch",
@@ -322,6 +345,20 @@ def test_bad_settings_are_refused_before_training(override, message, tmp_path):
     )
     assert result.returncode != 0
     assert message in result.stderr
+    assert not out.exists()
+
+
+def test_compiled_training_without_a_cxx_compiler_is_refused_before_training(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "legato.cli", "train", "training/configs/sam.yaml", f"output_dir={out}"],  # compile_mode: compile
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, CXX="/nonexistent/g++"),
+    )
+    assert result.returncode != 0
+    assert "model.compile_mode=compile: no C++ compiler" in result.stderr and "model.compile_mode=eager" in result.stderr
     assert not out.exists()
 
 

@@ -68,6 +68,20 @@ def check_accelerator(trainer: DictConfig) -> None:
         raise ValueError(f"trainer.accelerator={accelerator}: torch {torch.__version__} sees no GPU here; use trainer.accelerator=cpu")
 
 
+def check_compile_mode(model: DictConfig) -> None:
+    """``model.compile_mode=compile`` (nequip's torch.compile of the training step) needs a C++ compiler."""
+    mode = str(model.get("compile_mode", "eager"))
+    if mode not in ("eager", "compile"):
+        raise ValueError(f"model.compile_mode={mode}: use compile (faster epochs) or eager")
+    if mode == "compile":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception as exc:  # torch raises its own InvalidCxxCompiler
+            raise ValueError(f"model.compile_mode=compile: no C++ compiler for torch.compile ({type(exc).__name__}); install g++ or use model.compile_mode=eager") from exc
+
+
 def active_loss_terms(loss) -> list[str]:
     """The loss terms a run trains and logs: the required ones and optional ones weighted > 0."""
     return list(REQUIRED_LOSS_TERMS) + [name for name in OPTIONAL_LOSS_TERMS if float(loss.get(name, 0.0)) > 0]
@@ -223,6 +237,7 @@ def prepare(cfg: DictConfig):
     from nequip.utils.global_state import set_global_state
 
     check_loss_weights(cfg.loss)
+    check_compile_mode(cfg.model)
     monitored_metric(cfg)
     cfg = _resolve_run_config(cfg)
     frames = load_dataset(cfg.data.path)
@@ -334,6 +349,7 @@ def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, typ
         "n_frames": {name: len(split) for name, split in split_frames.items()},
     }
     model_config["_target_"] = "legato.training.model.AllegroWannierModel"
+    model_config.pop("compile_mode", None)  # how the run trained, not the model: model files run eager
     metadata["test_errors"] = test_errors(model, metadata, test_frames)
     model_file = save_model_file(out / "model.legato.pt", model, model_config, metadata)
     (out / "test_errors.json").write_text(json.dumps(metadata["test_errors"], indent=2))
