@@ -21,6 +21,14 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def write_frames(path: Path, frames) -> None:
+    """Write frames as extxyz, making the file's folder if it is new."""
+    import ase.io
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(path, frames, format="extxyz")
+
+
 @app.command()
 def structures(
     output: Path = typer.Argument(..., help="extxyz file to write"),
@@ -38,7 +46,6 @@ def structures(
     seed: int = typer.Option(0),
 ):
     """Write starting structures (crystal, liquid, thermally displaced sets)."""
-    import ase.io
 
     from legato.analysis.ipi_io import read_structures
     from legato.training import structures as st
@@ -76,7 +83,7 @@ def structures(
         frames = st.displaced_set(read_structures(source), n, stdev=stdev, seed=seed)
     else:
         fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid, ammonia-reoriented, ammonia-turned, ammonia-c3-scan, path, liquid or displaced)")
-    ase.io.write(output, frames, format="extxyz")
+    write_frames(output, frames)
     typer.echo(f"wrote {len(frames)} frame(s) to {output}")
 
 
@@ -128,7 +135,6 @@ def select(
     """Active learning: pick the frames where a committee of models disagrees most (then `legato label`)."""
     import glob
 
-    import ase.io
     import numpy as np
 
     from legato.analysis.ipi_io import read_structures
@@ -167,7 +173,7 @@ def select(
     picked = select_frames(scores, n, min_separation, groups=sources)
     for i in picked:
         candidates[i].info["committee_force_spread"] = round(float(scores[i]), 4)
-    ase.io.write(output, [candidates[i] for i in picked], format="extxyz")
+    write_frames(output, [candidates[i] for i in picked])
     typer.echo(
         f"{output}: {len(picked)} of {len(candidates)} frames from {len(paths)} file(s), committee force spread {scores[picked].min():.3f}-{scores[picked].max():.3f} eV/A"
     )
@@ -181,7 +187,6 @@ def merge(
     max_force: float = typer.Option(25.0, help="drop frames with any force component above this (eV/A)"),
 ):
     """Merge labelled data sets, dropping frames far outside thermal sampling and repeated frames; validates the rest."""
-    import ase.io
     import numpy as np
 
     from legato.training.dataset import DatasetError, closest_approach, frame_key, load_dataset, validate_frames
@@ -203,7 +208,7 @@ def merge(
         validate_frames(kept, name=str(output))
     except DatasetError as exc:
         fail(str(exc))
-    ase.io.write(output, kept, format="extxyz")
+    write_frames(output, kept)
     typer.echo(
         f"{output}: {len(kept)} frames kept, {dropped} dropped (closest approach < {min_distance} A or |F| > {max_force} eV/A), "
         f"{duplicates} duplicates dropped (same species, positions and cell)"
@@ -754,7 +759,6 @@ def orientation(
     progress: bool = typer.Option(True, help="show the progress bar"),
 ):
     """Does the crystal stay orientationally ordered, and in its minimum? Classical MD; how far X-H bonds turn; then a quench."""
-    import ase.io
     from tqdm import tqdm
 
     from legato.analysis.orientation import orientation_run
@@ -778,7 +782,7 @@ def orientation(
     stayed = quenched.heavy_shift_A <= max_shift
     typer.echo(f"{model_path.name}: {quenched.summary()} -> {'same minimum' if stayed else 'ANOTHER minimum'} (limit {max_shift:.2f} A)")
     if minima is not None:
-        ase.io.write(minima, [quenched.start, quenched.final], format="extxyz")
+        write_frames(minima, [quenched.start, quenched.final])
         typer.echo(f"wrote the relaxed start and last frame to {minima}")
     if not (ordered and stayed):
         raise typer.Exit(1)

@@ -78,10 +78,11 @@ def test_merge_keeps_each_frame_once(synthetic_dataset, tmp_path):
 
     frames = ase.io.read(synthetic_dataset, ":")
     ase.io.write(tmp_path / "overlap.extxyz", frames[:5], format="extxyz")
-    result = legato("merge", synthetic_dataset, tmp_path / "overlap.extxyz", "-o", tmp_path / "merged.extxyz")
+    merged_file = tmp_path / "new_folder" / "merged.extxyz"  # the folder is made
+    result = legato("merge", synthetic_dataset, tmp_path / "overlap.extxyz", "-o", merged_file)
     assert result.returncode == 0, result.stderr
     assert "5 duplicates dropped" in result.stdout
-    merged = ase.io.read(tmp_path / "merged.extxyz", ":")
+    merged = ase.io.read(merged_file, ":")
     assert len(merged) == len(frames) and {a.info["source_file"] for a in merged} == {synthetic_dataset.name}
 
 
