@@ -6,7 +6,8 @@
 2. legato's batched driver vs what users do today: i-PI sending one bead per
    message to a client wrapping nequip's ASE calculator (NequIPCalculator) of the
    same model;
-3. steps/s vs number of beads (8, 16, 32, 64).
+3. the driver with the model compiled (``legato run --compile``) vs eager;
+4. steps/s vs number of beads (8, 16, 32, 64).
 Run it on a quiet machine: i-PI and the driver share its cores.
 """
 
@@ -108,6 +109,10 @@ def main():
     per_step = step_period(driver.starts, 1)
     per_call = float(np.median(driver.call_seconds[1:]))  # the first call includes torch warm-up
     print(f"P=32, 16 atoms: wall per PIMD step / one batched driver call = {per_step / per_call:.2f}  (goal <= 1.05)  [{per_step*1e3:.0f} / {per_call*1e3:.0f} ms]")
+
+    _, compiled = timed_run(lambda s: TimedDriver(model=args.model, structure=str(s), compile=True), 32, args.steps)
+    per_step_compiled = step_period(compiled.starts, 1)  # the first step, which compiles, is left out
+    print(f"P=32: wall per PIMD step, eager / compiled model (--compile) = {per_step / per_step_compiled:.2f}x  [{per_step*1e3:.0f} / {per_step_compiled*1e3:.0f} ms]")
 
     _, per_bead_driver = timed_run(lambda s: PerBeadNequIPDriver(args.model, s), 32, args.steps, batched=False)
     per_step_pb = step_period(per_bead_driver.starts, 32)

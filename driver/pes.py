@@ -41,11 +41,13 @@ class LegatoDriver(Dummy_driver):
             ``evaluate`` interface, instead of ``model`` (tests, analytic potentials)
         symbols: chemical symbols, instead of ``structure``
         atoms_per_call: atoms per model call (beads are grouped up to this many; default 64)
+        compile: torch.compile the model (its first batched call compiles, for minutes)
     """
 
-    def __init__(self, model=None, structure=None, periodic=True, potential=None, symbols=None, atoms_per_call=None, verbose=False, **kwargs):
+    def __init__(self, model=None, structure=None, periodic=True, potential=None, symbols=None, atoms_per_call=None, compile=False, verbose=False, **kwargs):
         self.model_path = model
         self.atoms_per_call = None if atoms_per_call is None else int(atoms_per_call)
+        self.compile = _as_bool(compile)
         self.structure = structure
         self.periodic = _as_bool(periodic)
         self.potential = potential
@@ -67,9 +69,16 @@ class LegatoDriver(Dummy_driver):
         if self.potential is None:
             if self.model_path is None:
                 raise InputError("give the driver a model file (model=PATH)")
+            from legato.training.model import require_cxx_compiler
             from legato.training.potential import ATOMS_PER_CALL, ModelPotential
 
-            self.potential = ModelPotential.from_file(self.model_path, ATOMS_PER_CALL if self.atoms_per_call is None else self.atoms_per_call)
+            if self.compile:
+                try:
+                    require_cxx_compiler()
+                except ValueError as exc:
+                    raise InputError(f"compile: {exc}, or run without compiling") from None
+            atoms_per_call = ATOMS_PER_CALL if self.atoms_per_call is None else self.atoms_per_call
+            self.potential = ModelPotential.from_file(self.model_path, atoms_per_call, compile=self.compile)
             unknown = sorted(set(self.symbols) - set(self.potential.type_names))
             if unknown:
                 raise ModelFileError(

@@ -1,5 +1,7 @@
 """The i-PI driver against real i-PI processes: physics, dipoles, restarts, bad input."""
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -283,3 +285,37 @@ def test_atoms_per_call_reaches_the_model_and_zero_is_refused(tiny_model_file):
     assert LegatoDriver(model=str(tiny_model_file), structure=structure).potential.atoms_per_call == 64
     with pytest.raises(ValueError, match="atoms_per_call=0: give at least 1"):
         LegatoDriver(model=str(tiny_model_file), structure=structure, atoms_per_call=0)
+
+
+def test_compiled_driver_serves_the_eager_energies_forces_and_dipoles(tiny_model_file, monkeypatch):
+    from nequip.nn.compile import CompileGraphModel
+
+    from legato import units
+    from legato.analysis.ipi_io import read_structures
+
+    compiled_variants = []
+    compile_variant = CompileGraphModel._compile_variant
+    monkeypatch.setattr(CompileGraphModel, "_compile_variant", lambda self, *a: compiled_variants.append(a[1]) or compile_variant(self, *a))
+    structure = TEMPLATES / "nh3_phase_i.xyz"
+    atoms = read_structures(structure)[0]  # with its cell
+    rng = np.random.default_rng(3)
+    positions = units.angstrom_to_bohr(atoms.positions + rng.normal(0, 0.05, (4, len(atoms), 3)))
+    cells = np.repeat(units.angstrom_to_bohr(atoms.cell.array.T)[None], 4, axis=0)
+    eager = LegatoDriver(model=str(tiny_model_file), structure=str(structure)).evaluate(cells, positions)
+    assert not compiled_variants
+    compiled = LegatoDriver(model=str(tiny_model_file), structure=str(structure), compile="true").evaluate(cells, positions)  # as i-PI's -o passes it
+    assert compiled_variants  # the 4 beads went through torch.compile's model
+    for (e_eager, f_eager, v_eager, x_eager), (e_comp, f_comp, v_comp, x_comp) in zip(eager, compiled):
+        assert e_comp == pytest.approx(e_eager, rel=1e-10)
+        np.testing.assert_allclose(f_comp, f_eager, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(v_comp, v_eager, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(json.loads(x_comp)["dipole"], json.loads(x_eager)["dipole"], rtol=1e-8, atol=1e-12)
+
+
+def test_compiled_driver_without_a_cxx_compiler_is_refused_with_the_fix():
+    result = subprocess.run(
+        LEGATO + ["serve", "-s", str(TEMPLATES / "nh3_phase_i.xyz"), "-u", "unused_compile", "--compile", "--connect-wait", "1"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "CXX": "/nonexistent/g++"},
+    )
+    assert result.returncode != 0
+    assert "compile: no C++ compiler" in result.stderr and "run without compiling" in result.stderr

@@ -89,12 +89,27 @@ def AllegroWannierModel(
     return ForceStressOutput(energy_model, do_derivatives=allegro.do_derivatives)
 
 
-def build_model(model_config: dict, type_names: list[str], seed: int = 0, model_dtype: Optional[str] = None):
-    """Build an :func:`AllegroWannierModel` from a plain config dict (no Hydra)."""
+def require_cxx_compiler() -> None:
+    """torch.compile on a CPU builds C++: raise ValueError (one line, with the fix) if no compiler works."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        get_cpp_compiler()
+    except Exception as exc:  # torch raises its own InvalidCxxCompiler
+        raise ValueError(f"no C++ compiler for torch.compile ({type(exc).__name__}); install g++") from exc
+
+
+def build_model(model_config: dict, type_names: list[str], seed: int = 0, model_dtype: Optional[str] = None, compile_mode: str = "eager"):
+    """Build an :func:`AllegroWannierModel` from a plain config dict (no Hydra).
+
+    ``compile_mode="compile"``: nequip's ``CompileGraphModel``, which torch.compiles the
+    model on its first call with two or more frames (calls on one frame run eager).
+    """
     from nequip.utils.global_state import global_state_initialized, set_global_state
 
     if not global_state_initialized():
         set_global_state()
     cfg = {k: v for k, v in model_config.items() if k != "_target_"}
     cfg.setdefault("model_dtype", model_dtype or "float32")
+    cfg["compile_mode"] = compile_mode  # how to run it here, whatever the config trained with
     return AllegroWannierModel(seed=seed, type_names=list(type_names), **cfg)

@@ -79,11 +79,12 @@ def read_model_file(path) -> dict:
     return payload
 
 
-def load_model(path, expect_type_names=None):
+def load_model(path, expect_type_names=None, compile_mode: str = "eager"):
     """Build the model from a model file; returns ``(model, metadata)``.
 
     ``expect_type_names`` (e.g. from a driver's structure) must match the
-    model's species, else :class:`ModelFileError`.
+    model's species, else :class:`ModelFileError`. ``compile_mode``: see
+    :func:`legato.training.model.build_model`.
     """
     from .model import build_model
 
@@ -93,7 +94,7 @@ def load_model(path, expect_type_names=None):
         raise ModelFileError(
             f"{path}: model knows species {meta['type_names']} but the structure has {sorted(set(expect_type_names))}; use a model trained on these species"
         )
-    model = build_model(payload["model_config"], meta["type_names"])
+    model = build_model(payload["model_config"], meta["type_names"], compile_mode=compile_mode)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -40,8 +40,9 @@ class ModelPotential:
         self._type_index = {name: i for i, name in enumerate(self.type_names)}
 
     @classmethod
-    def from_file(cls, path, atoms_per_call: int = ATOMS_PER_CALL) -> "ModelPotential":
-        return cls(*load_model(path), atoms_per_call=atoms_per_call)
+    def from_file(cls, path, atoms_per_call: int = ATOMS_PER_CALL, compile: bool = False) -> "ModelPotential":
+        """``compile``: torch.compile the model (faster batched calls after a first slow one)."""
+        return cls(*load_model(path, compile_mode="compile" if compile else "eager"), atoms_per_call=atoms_per_call)
 
     def atom_types(self, symbols: Sequence[str]) -> np.ndarray:
         unknown = sorted(set(symbols) - set(self._type_index))

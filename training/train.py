@@ -74,12 +74,12 @@ def check_compile_mode(model: DictConfig) -> None:
     if mode not in ("eager", "compile"):
         raise ValueError(f"model.compile_mode={mode}: use compile (faster epochs) or eager")
     if mode == "compile":
-        from torch._inductor.cpp_builder import get_cpp_compiler
+        from .model import require_cxx_compiler
 
         try:
-            get_cpp_compiler()
-        except Exception as exc:  # torch raises its own InvalidCxxCompiler
-            raise ValueError(f"model.compile_mode=compile: no C++ compiler for torch.compile ({type(exc).__name__}); install g++ or use model.compile_mode=eager") from exc
+            require_cxx_compiler()
+        except ValueError as exc:
+            raise ValueError(f"model.compile_mode=compile: {exc} or use model.compile_mode=eager") from exc
 
 
 def active_loss_terms(loss) -> list[str]:
