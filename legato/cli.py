@@ -341,7 +341,7 @@ ATOMS_PER_CALL_HELP = "atoms per model call: beads go to the model in groups of 
 
 
 COMPILE_HELP = (
-    "torch.compile the model: batched PIMD force calls 1.7-1.9x faster on a CPU core after 1-2 min of compiling"
+    "torch.compile the model: PIMD steps about 2x faster on a CPU after 1-2 min of compiling"
     " (cached for later runs; README, Performance); worth it for runs of more than a few minutes; needs g++"
 )
 
@@ -565,6 +565,7 @@ def demo(
     model: Optional[Path] = typer.Option(None, "-m", "--model", help="model file (default: the shipped SAM model)"),
     temperature: float = typer.Option(150.0, help="K (solid phase I melts at 195 K)"),
     production: bool = typer.Option(False, help="2x2x2 cell, 32 beads, 20 ps each (hours on 2 cores) instead of the quick look"),
+    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP + "; with --production"),
     progress: bool = typer.Option(True),
 ):
     """The main job: solid ammonia, classical MD and TRPMD through i-PI, IR + INS spectra, NQE table.
@@ -589,7 +590,7 @@ def demo(
         start = _relaxed_start(TEMPLATES / plan["structure"], model_path, output / "start.xyz")
     except RuntimeError as exc:
         fail(str(exc))
-    factory = lambda s: _make_driver(s, model_path)  # noqa: E731
+    factory = lambda s: _make_driver(s, model_path, compile=compile)  # noqa: E731
     runs = []
     for name, template, beads, seed in (("classical", "nh3_solid_classical_nvt.xml", 1, 1), ("pimd", "nh3_solid_trpmd.xml", plan["beads"], 2)):
         equilibration = output / f"{name}_equilibration"
