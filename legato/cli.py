@@ -346,7 +346,7 @@ COMPILE_HELP = (
 )
 
 
-def _make_driver(structure, model=None, potential: Optional[str] = None, periodic: bool = True, atoms_per_call: Optional[int] = None, compile: bool = False):
+def _make_driver(structure, model=None, potential: Optional[str] = None, periodic: bool = True, atoms_per_call: Optional[int] = None, compile_model: bool = False):
     """The i-PI PES for a model file, or for an analytic potential spec (then ``model`` is unused)."""
     from legato.driver.pes import LegatoDriver
 
@@ -355,7 +355,7 @@ def _make_driver(structure, model=None, potential: Optional[str] = None, periodi
 
         symbols = ase.io.read(structure).get_chemical_symbols()
         return LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
-    return LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile)
+    return LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model)
 
 
 @app.command()
@@ -369,7 +369,7 @@ def serve(
     reconnect: float = typer.Option(120.0, help="after i-PI disconnects, wait this long (s) for it to come back"),
     connect_wait: float = typer.Option(60.0, help="wait this long (s) for i-PI to open its socket"),
     atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
-    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    compile_model: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ):
     """Serve a model's forces and per-bead dipoles to i-PI (batched when i-PI batches)."""
     import logging
@@ -382,7 +382,7 @@ def serve(
     if (unix is None) == (inet is None):
         fail("give exactly one of --unix NAME or --inet HOST:PORT")
     try:
-        driver = _make_driver(structure, None if potential else model or default_model(), potential, periodic, atoms_per_call, compile)
+        driver = _make_driver(structure, None if potential else model or default_model(), potential, periodic, atoms_per_call, compile_model)
         if unix is not None:
             outcome = serve_ipi(driver, unix, unix=True, reconnect_wait=reconnect, connect_wait=connect_wait)
         else:
@@ -417,7 +417,7 @@ def run(
     start: Optional[Path] = typer.Option(None, help="i-PI checkpoint (e.g. an equilibration run's RESTART) whose positions and momenta start the run"),
     structure: Optional[Path] = typer.Option(None, "-s", "--structure", help="initial structure instead of the template's: i-PI xyz, or CIF, extxyz, ... (last frame, with its cell)"),
     atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
-    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    compile_model: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     progress: bool = typer.Option(True),
 ):
     """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART."""
@@ -434,7 +434,7 @@ def run(
     model_path = str(model or default_model()) if potential is None else None
 
     def factory(structure_in_run):
-        return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile)
+        return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model)
 
     extra = [sys.executable, "-m", "legato.cli", "serve", model_path or "", "--reconnect", "0"]
     if potential:
@@ -443,7 +443,7 @@ def run(
         extra.append("--no-periodic")
     if atoms_per_call is not None:
         extra += ["--atoms-per-call", str(atoms_per_call)]
-    if compile:
+    if compile_model:
         extra.append("--compile")
     settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
     try:
@@ -565,7 +565,7 @@ def demo(
     model: Optional[Path] = typer.Option(None, "-m", "--model", help="model file (default: the shipped SAM model)"),
     temperature: float = typer.Option(150.0, help="K (solid phase I melts at 195 K)"),
     production: bool = typer.Option(False, help="2x2x2 cell, 32 beads, 20 ps each (hours on 2 cores) instead of the quick look"),
-    compile: bool = typer.Option(False, "--compile", help=COMPILE_HELP + "; with --production"),
+    compile_model: bool = typer.Option(False, "--compile", help=COMPILE_HELP + "; with --production"),
     progress: bool = typer.Option(True),
 ):
     """The main job: solid ammonia, classical MD and TRPMD through i-PI, IR + INS spectra, NQE table.
@@ -590,7 +590,7 @@ def demo(
         start = _relaxed_start(TEMPLATES / plan["structure"], model_path, output / "start.xyz")
     except RuntimeError as exc:
         fail(str(exc))
-    factory = lambda s: _make_driver(s, model_path, compile=compile)  # noqa: E731
+    factory = lambda s: _make_driver(s, model_path, compile_model=compile_model)  # noqa: E731
     runs = []
     for name, template, beads, seed in (("classical", "nh3_solid_classical_nvt.xml", 1, 1), ("pimd", "nh3_solid_trpmd.xml", plan["beads"], 2)):
         equilibration = output / f"{name}_equilibration"
