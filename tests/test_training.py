@@ -80,7 +80,7 @@ def test_ema_run_validates_checkpoints_and_exports_the_averaged_weights(syntheti
     assert errors["forces_mae_meV_per_A"] == pytest.approx(1e3 * logged[best["epoch"]], rel=1e-3)
 
 
-def test_compiled_sam_training_takes_the_same_steps_as_eager(synthetic_dataset, tmp_path, monkeypatch):
+def test_compiled_sam_training_takes_the_same_steps_as_eager(synthetic_dataset, tmp_path, monkeypatch, capsys):
     from nequip.nn.compile import CompileGraphModel
 
     compiled_variants = []
@@ -92,6 +92,7 @@ def test_compiled_sam_training_takes_the_same_steps_as_eager(synthetic_dataset, 
         cfg.model.compile_mode = mode
         runs[mode] = train(cfg, progress=False)
         assert bool(compiled_variants) == (mode == "compile")  # torch.compile ran in the compiled run only
+        assert ("torch.compile: the first training" in capsys.readouterr().out) == (mode == "compile")  # says why it waits
     eager, compiled = (val_losses(tmp_path / mode) for mode in ("eager", "compile"))
     assert [e for e, _ in compiled] == [0, 1]
     assert [v for _, v in compiled] == pytest.approx([v for _, v in eager], rel=1e-4)

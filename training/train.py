@@ -287,6 +287,8 @@ def train(cfg: DictConfig, progress: bool = True) -> Path:
     )
     if last.exists():
         _relocate_checkpoint_callbacks(last, ckpt_dir)
+    if cfg.model.get("compile_mode") == "compile":
+        print("torch.compile: the first training and validation steps compile the model (minutes on a CPU; later runs reuse the cache)", flush=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=False)
 
     return export(cfg, module, paths, model_config, frames, type_names, int(trainer.current_epoch))
