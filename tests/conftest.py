@@ -119,3 +119,14 @@ def trained_model_file(synthetic_dataset, tmp_path_factory):
     from legato.training.train import train
 
     return train(tiny_train_config(synthetic_dataset, tmp_path_factory.mktemp("trained"), epochs=8), progress=False)
+
+
+@pytest.fixture
+def compiled_variants(monkeypatch):
+    """The input signatures nequip's CompileGraphModel compiled during a test (empty: nothing compiled)."""
+    from nequip.nn.compile import CompileGraphModel
+
+    seen = []
+    compile_variant = CompileGraphModel._compile_variant
+    monkeypatch.setattr(CompileGraphModel, "_compile_variant", lambda self, *a: seen.append(a[1]) or compile_variant(self, *a))
+    return seen

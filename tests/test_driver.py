@@ -287,15 +287,10 @@ def test_atoms_per_call_reaches_the_model_and_zero_is_refused(tiny_model_file):
         LegatoDriver(model=str(tiny_model_file), structure=structure, atoms_per_call=0)
 
 
-def test_compiled_driver_serves_the_eager_energies_forces_and_dipoles(tiny_model_file, monkeypatch):
-    from nequip.nn.compile import CompileGraphModel
-
+def test_compiled_driver_serves_the_eager_energies_forces_and_dipoles(tiny_model_file, compiled_variants):
     from legato import units
     from legato.analysis.ipi_io import read_structures
 
-    compiled_variants = []
-    compile_variant = CompileGraphModel._compile_variant
-    monkeypatch.setattr(CompileGraphModel, "_compile_variant", lambda self, *a: compiled_variants.append(a[1]) or compile_variant(self, *a))
     structure = TEMPLATES / "nh3_phase_i.xyz"
     atoms = read_structures(structure)[0]  # with its cell
     rng = np.random.default_rng(3)

@@ -80,12 +80,7 @@ def test_ema_run_validates_checkpoints_and_exports_the_averaged_weights(syntheti
     assert errors["forces_mae_meV_per_A"] == pytest.approx(1e3 * logged[best["epoch"]], rel=1e-3)
 
 
-def test_compiled_sam_training_takes_the_same_steps_as_eager(synthetic_dataset, tmp_path, monkeypatch, capsys):
-    from nequip.nn.compile import CompileGraphModel
-
-    compiled_variants = []
-    compile_variant = CompileGraphModel._compile_variant
-    monkeypatch.setattr(CompileGraphModel, "_compile_variant", lambda self, *a: compiled_variants.append(a[1]) or compile_variant(self, *a))
+def test_compiled_sam_training_takes_the_same_steps_as_eager(synthetic_dataset, tmp_path, compiled_variants, capsys):
     runs = {}
     for mode in ("eager", "compile"):
         cfg = config(synthetic_dataset, tmp_path / mode, epochs=2)
