@@ -355,9 +355,10 @@ def _make_driver(structure, model=None, potential: Optional[str] = None, periodi
 
         symbols = ase.io.read(structure).get_chemical_symbols()
         return LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
-    if compile_model:
+    driver = LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model)
+    if compile_model:  # after the driver's checks: a refused --compile says only why
         typer.echo("torch.compile: the first step with two or more beads compiles the model (1-2 min; later runs reuse the cache)", err=True)
-    return LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model)
+    return driver
 
 
 @app.command()
