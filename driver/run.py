@@ -229,8 +229,10 @@ def run_simulation(
         _wait_until_listening(ipi, inet_port, run_dir / "ipi.log", timeout=120)
     if n_drivers > 1:
         for _ in range(n_drivers - 1):
-            cmd = [*extra_driver_cmd, "-s", str(structure), "--inet", f"localhost:{inet_port}"]
-            helpers.append(subprocess.Popen(cmd, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent))
+            cmd = [*extra_driver_cmd, "-s", str(Path(structure).resolve()), "--inet", f"localhost:{inet_port}"]
+            # cwd=run_dir: `python -m` puts the cwd first on sys.path, and a repository root's
+            # legato/ folder there would shadow the installed package
+            helpers.append(subprocess.Popen(cmd, cwd=run_dir, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent))
     if helpers:
         _wait_for_clients(run_dir / "ipi.log", len(helpers), timeout=120)
     bar = _Progress(run_dir / "simulation.out", steps, progress)

@@ -434,7 +434,7 @@ def run(
         fail(f"{template}: no such i-PI input (templates are in {TEMPLATES})")
     if structure is not None and not structure.exists():
         fail(f"{structure}: no such structure file")
-    model_path = str(model or default_model()) if potential is None else None
+    model_path = str(Path(model or default_model()).resolve()) if potential is None else None  # helpers run in the run folder
 
     def factory(structure_in_run):
         return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model)

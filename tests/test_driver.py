@@ -246,10 +246,15 @@ def test_non_finite_model_output_is_never_sent(tiny_model_file):
         driver(np.eye(3) * 20, np.array([[0.0, 0, 0], [1.5, 0, 0]]))
 
 
-def test_two_driver_processes_share_the_beads(tmp_path, tiny_model_file):
+def test_two_driver_processes_share_the_beads(tmp_path, tiny_model_file, monkeypatch):
+    """Started from a folder holding a `legato/` that is not the package (a repository root
+    beside a non-editable install), with a relative run folder: the helper still serves."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "legato").mkdir()
+    (tmp_path / "legato" / "__init__.py").write_text('raise ImportError("a decoy legato/ shadowed the package")\n')
     extra = LEGATO + ["serve", str(tiny_model_file), "--reconnect", "0"]
     settings = RunSettings(nbeads=4, total_steps=60, stride=1000)
-    run_dir = run_simulation(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "two", model_driver(tiny_model_file), settings, n_drivers=2, extra_driver_cmd=extra, progress=False)
+    run_dir = run_simulation(TEMPLATES / "nh3_solid_pimd_nvt.xml", Path("two"), model_driver(tiny_model_file), settings, n_drivers=2, extra_driver_cmd=extra, progress=False)
     log = (run_dir / "ipi.log").read_text()
     assert log.count("Handshaking was successful") == 2
     served = int(log.split("served ")[1].split()[0])  # the helper's summary line
