@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from legato.training.model import build_model
 from legato.training.modelfile import UNITS
 from legato.training.potential import ModelPotential
-from legato.training.sam import sam_perturbation
+from legato.training.sam import ascended
 from legato.training.structures import ammonia_phase_i, rattled
 
 CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "sam.yaml"
@@ -78,15 +78,9 @@ def training_steps(model, batch):
     def sam_step():
         opt.zero_grad()
         loss().backward()
-        with torch.no_grad():
-            e = sam_perturbation(params, 0.05)
-            for p, d in zip(params, e):
-                p.add_(d)
-        opt.zero_grad()
-        loss().backward()
-        with torch.no_grad():
-            for p, d in zip(params, e):
-                p.sub_(d)
+        with ascended(params, 0.05):  # the training's SAM step (training/sam.py)
+            opt.zero_grad()
+            loss().backward()
         opt.step()
 
     return adam_step, sam_step

@@ -16,6 +16,7 @@ moving average of the weights the way ``EMAConFIGLightningModule`` does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Optional
 
@@ -30,6 +31,21 @@ def sam_perturbation(params: list[torch.nn.Parameter], rho: float, eps: float = 
     norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     scale = rho / (norm + eps)
     return [g * scale for g in grads]
+
+
+@contextlib.contextmanager
+def ascended(params: list[torch.nn.Parameter], rho: float):
+    """Within the block the weights are w + e (``sam_perturbation`` of their ``.grad``); after it, w again."""
+    with torch.no_grad():
+        perturbation = sam_perturbation(params, rho)
+        for p, e in zip(params, perturbation):
+            p.add_(e)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, e in zip(params, perturbation):
+                p.sub_(e)
 
 
 class SAMLightningModule(NequIPLightningModule):
@@ -77,18 +93,11 @@ class SAMLightningModule(NequIPLightningModule):
         self.manual_backward(loss)
 
         if self.rho > 0:
-            params = [p for p in self.model.parameters() if p.requires_grad]
-            with torch.no_grad():
-                perturbation = sam_perturbation(params, self.rho)
-                for p, e in zip(params, perturbation):
-                    p.add_(e)
-            opt.zero_grad(set_to_none=True)
-            ascent_dict, _, _ = self._weighted_loss(self._ascent_loss, batch, batch_idx, dataloader_idx, prefix)
-            self._ascent_loss.reset()
-            self.manual_backward(ascent_dict[prefix + "weighted_sum"] * self.world_size)
-            with torch.no_grad():
-                for p, e in zip(params, perturbation):
-                    p.sub_(e)
+            with ascended([p for p in self.model.parameters() if p.requires_grad], self.rho):
+                opt.zero_grad(set_to_none=True)
+                ascent_dict, _, _ = self._weighted_loss(self._ascent_loss, batch, batch_idx, dataloader_idx, prefix)
+                self._ascent_loss.reset()
+                self.manual_backward(ascent_dict[prefix + "weighted_sum"] * self.world_size)
             self.log(f"train_loss_step{self.logging_delimiter}sam_ascent", ascent_dict[prefix + "weighted_sum"].detach())
 
         if self.gradient_clip_val is not None:
