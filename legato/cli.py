@@ -15,6 +15,22 @@ app = typer.Typer(
 )
 
 
+def _show_version(show: bool) -> None:
+    if show:
+        from legato.training.modelfile import versions
+
+        v = versions()
+        typer.echo(f"legato-pimd {v.pop('legato')} (" + ", ".join(f"{name} {version}" for name, version in v.items()) + ")")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Show the versions of legato-pimd, nequip, allegro and torch, then exit."),
+) -> None:
+    pass
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error and exit non-zero."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)

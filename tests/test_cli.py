@@ -21,6 +21,16 @@ def test_every_verb_has_help(verb):
     assert result.returncode == 0 and "Usage" in result.stdout
 
 
+def test_version_names_the_package_and_its_engines():
+    import torch
+
+    from legato import __version__
+
+    result = legato("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"legato-pimd {__version__} (") and f"torch {torch.__version__}" in result.stdout
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
