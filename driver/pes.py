@@ -42,10 +42,12 @@ class LegatoDriver(Dummy_driver):
         symbols: chemical symbols, instead of ``structure``
         atoms_per_call: atoms per model call (beads are grouped up to this many; default 64)
         compile: torch.compile the model (its first batched call compiles, for minutes)
+        device: where the model runs: cpu, cuda or cuda:N
     """
 
-    def __init__(self, model=None, structure=None, periodic=True, potential=None, symbols=None, atoms_per_call=None, compile=False, verbose=False, **kwargs):
+    def __init__(self, model=None, structure=None, periodic=True, potential=None, symbols=None, atoms_per_call=None, compile=False, device="cpu", verbose=False, **kwargs):
         self.model_path = model
+        self.device = device
         self.atoms_per_call = None if atoms_per_call is None else int(atoms_per_call)
         self.compile = _as_bool(compile)
         self.structure = structure
@@ -70,15 +72,18 @@ class LegatoDriver(Dummy_driver):
             if self.model_path is None:
                 raise InputError("give the driver a model file (model=PATH)")
             from legato.training.model import require_cxx_compiler
-            from legato.training.potential import ATOMS_PER_CALL, ModelPotential
+            from legato.training.potential import ModelPotential, torch_device
 
             if self.compile:
                 try:
                     require_cxx_compiler()
                 except ValueError as exc:
                     raise InputError(f"compile: {exc}, or run without compiling") from None
-            atoms_per_call = ATOMS_PER_CALL if self.atoms_per_call is None else self.atoms_per_call
-            self.potential = ModelPotential.from_file(self.model_path, atoms_per_call, compile=self.compile)
+            try:
+                torch_device(self.device)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
+            self.potential = ModelPotential.from_file(self.model_path, self.atoms_per_call, compile=self.compile, device=self.device)
             unknown = sorted(set(self.symbols) - set(self.potential.type_names))
             if unknown:
                 raise ModelFileError(

@@ -353,7 +353,21 @@ def _potential_spec(spec: str, symbols):
     raise ValueError(f"unknown analytic potential '{name}' (use harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1/0-2)")
 
 
-ATOMS_PER_CALL_HELP = "atoms per model call: beads go to the model in groups of up to this many (default 64, the fastest in a timing on 2 CPU cores: README, Performance)"
+ATOMS_PER_CALL_HELP = (
+    "atoms per model call: beads go to the model in groups of up to this many"
+    " (default on a CPU 64, the fastest in a timing on 2 CPU cores: README, Performance; on a GPU all beads in one call)"
+)
+DEVICE_HELP = "where the model runs: cpu, cuda or cuda:N (a torch build with CUDA)"
+
+
+def _require_device(device: str) -> None:
+    """A one-line error unless this torch can run models on ``device``."""
+    from legato.training.potential import torch_device
+
+    try:
+        torch_device(device)
+    except ValueError as exc:
+        fail(f"--device: {exc}")
 
 
 COMPILE_HELP = (
@@ -362,7 +376,7 @@ COMPILE_HELP = (
 )
 
 
-def _make_driver(structure, model=None, potential: Optional[str] = None, periodic: bool = True, atoms_per_call: Optional[int] = None, compile_model: bool = False):
+def _make_driver(structure, model=None, potential: Optional[str] = None, periodic: bool = True, atoms_per_call: Optional[int] = None, compile_model: bool = False, device: str = "cpu"):
     """The i-PI PES for a model file, or for an analytic potential spec (then ``model`` is unused)."""
     from legato.driver.pes import LegatoDriver
 
@@ -371,7 +385,7 @@ def _make_driver(structure, model=None, potential: Optional[str] = None, periodi
 
         symbols = ase.io.read(structure).get_chemical_symbols()
         return LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
-    driver = LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model)
+    driver = LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model, device=device)
     if compile_model:  # after the driver's checks: a refused --compile says only why
         typer.echo("torch.compile: the first step with two or more beads compiles the model (1-2 min; later runs reuse the cache)", err=True)
     return driver
@@ -389,6 +403,7 @@ def serve(
     connect_wait: float = typer.Option(60.0, help="wait this long (s) for i-PI to open its socket"),
     atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
     compile_model: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
 ):
     """Serve a model's forces and per-bead dipoles to i-PI (batched when i-PI batches)."""
     import logging
@@ -401,7 +416,7 @@ def serve(
     if (unix is None) == (inet is None):
         fail("give exactly one of --unix NAME or --inet HOST:PORT")
     try:
-        driver = _make_driver(structure, None if potential else model or default_model(), potential, periodic, atoms_per_call, compile_model)
+        driver = _make_driver(structure, None if potential else model or default_model(), potential, periodic, atoms_per_call, compile_model, device)
         if unix is not None:
             outcome = serve_ipi(driver, unix, unix=True, reconnect_wait=reconnect, connect_wait=connect_wait)
         else:
@@ -437,6 +452,7 @@ def run(
     structure: Optional[Path] = typer.Option(None, "-s", "--structure", help="initial structure instead of the template's: i-PI xyz, or CIF, extxyz, ... (last frame, with its cell)"),
     atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
     compile_model: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
     progress: bool = typer.Option(True),
 ):
     """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART."""
@@ -450,10 +466,11 @@ def run(
         fail(f"{template}: no such i-PI input (templates are in {TEMPLATES})")
     if structure is not None and not structure.exists():
         fail(f"{structure}: no such structure file")
+    _require_device(device)
     model_path = str(Path(model or default_model()).resolve()) if potential is None else None  # helpers run in the run folder
 
     def factory(structure_in_run):
-        return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model)
+        return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model, device)
 
     extra = [sys.executable, "-m", "legato.cli", "serve", model_path or "", "--reconnect", "0"]
     if potential:
@@ -464,6 +481,7 @@ def run(
         extra += ["--atoms-per-call", str(atoms_per_call)]
     if compile_model:
         extra.append("--compile")
+    extra += ["--device", device]
     settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
     try:
         run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress)
@@ -585,6 +603,7 @@ def demo(
     temperature: float = typer.Option(150.0, help="K (solid phase I melts at 195 K)"),
     production: bool = typer.Option(False, help="2x2x2 cell, 32 beads, 20 ps each (hours on 2 cores) instead of the quick look"),
     compile_model: bool = typer.Option(False, "--compile", help=COMPILE_HELP + "; with --production"),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
     progress: bool = typer.Option(True),
 ):
     """The main job: solid ammonia, classical MD and TRPMD through i-PI, IR + INS spectra, NQE table.
@@ -601,6 +620,7 @@ def demo(
 
     plan = DEMO["production" if production else "quick"]
     model_path = Path(model or default_model())
+    _require_device(device)
     _print_model(model_path)
     if (output / "classical").exists() and not (output / "study.json").exists():
         fail(f"{output} holds runs of an older legato demo (no relaxed, equilibrated start): -o a new folder, or delete it")
@@ -609,7 +629,7 @@ def demo(
         start = _relaxed_start(TEMPLATES / plan["structure"], model_path, output / "start.xyz")
     except RuntimeError as exc:
         fail(str(exc))
-    factory = lambda s: _make_driver(s, model_path, compile_model=compile_model)  # noqa: E731
+    factory = lambda s: _make_driver(s, model_path, compile_model=compile_model, device=device)  # noqa: E731
     runs = []
     for name, template, beads, seed in (("classical", "nh3_solid_classical_nvt.xml", 1, 1), ("pimd", "nh3_solid_trpmd.xml", plan["beads"], 2)):
         equilibration = output / f"{name}_equilibration"
@@ -677,7 +697,7 @@ def _unit_cell(structure: Optional[Path]):
     return unit
 
 
-def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, contact_checks: int, workers: int = 1, progress: bool = True, structure: Optional[Path] = None):
+def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, contact_checks: int, workers: int = 1, progress: bool = True, structure: Optional[Path] = None, device: str = "cpu"):
     """Run (or resume) the failure trajectories of one model on supercells of ``structure``; returns the results."""
     from dataclasses import asdict
     from functools import partial
@@ -698,6 +718,7 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
         fail(f"--contact-checks {contact_checks}: must be at least 1 (1 = any close contact is a failure)")
     if workers < 1:
         fail(f"--workers {workers}: must be at least 1 (trajectories run side by side, one process each)")
+    _require_device(device)
     read_model_file(model_path)  # an unreadable model: one-line error before the study folder is made
     unit = _unit_cell(structure)
     criteria = FailureCriteria(temperature=temperature, contact_checks=contact_checks)
@@ -709,7 +730,7 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
     done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
     todo = [(k, 1000 * k + seed) for k in multipliers for seed in range(seeds) if (len(unit) * k, 1000 * k + seed) not in done]
     jobs = [(order_by_species(unit.repeat(SUPERCELLS[k])), seed) for k, seed in todo]
-    finished = run_trajectories(jobs, partial(LegatoCalculator, model_file=str(model_path)), criteria, max_steps, workers)
+    finished = run_trajectories(jobs, partial(LegatoCalculator, model_file=str(model_path), device=device), criteria, max_steps, workers)
     for result in tqdm(finished, total=len(jobs), desc=f"failure {model_path.name}", unit="traj", disable=not progress):
         append_result(results_file, result)
     return load_results(results_file)
@@ -751,6 +772,7 @@ def failure(
     max_steps: int = typer.Option(6000, help="steps (0.5 fs) after which a trajectory counts as surviving (censored)"),
     contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
     workers: int = typer.Option(1, help=WORKERS_HELP),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
     progress: bool = typer.Option(True, help="show the progress bar"),
 ):
     """Time to failure vs system size and beta of t_failure = A N^-beta (resumable)."""
@@ -758,7 +780,7 @@ def failure(
 
     model_path = Path(model or default_model())
     out = output / model_path.name.split(".")[0]
-    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure)
+    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure, device)
     fit = _print_failure(model_path.name, results)
     typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results}, {model_path.name: fit})}")
 
@@ -848,6 +870,7 @@ def compare(
     max_steps: int = typer.Option(6000),
     contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
     workers: int = typer.Option(1, help=WORKERS_HELP),
+    device: str = typer.Option("cpu", help=DEVICE_HELP + "; for the speed column and the failure trajectories"),
     rho: float = typer.Option(0.05),
     progress: bool = typer.Option(True, help="show the progress bars"),
 ):
@@ -860,17 +883,18 @@ def compare(
     from legato.training.potential import ModelPotential
 
     models = [Path(model_a or default_model()), Path(model_b or default_model().with_name("adam.legato.pt"))]
+    _require_device(device)
     atoms = _unit_cell(structure)
     rows, series, fits = [], {}, {}
     for path in models:
         meta = read_model_file(path)["metadata"]
-        pot = ModelPotential.from_file(path)
+        pot = ModelPotential.from_file(path, device=device)
         pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
         start = time.perf_counter()
         for _ in range(20):
             pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
         ms = (time.perf_counter() - start) / 20 * 1e3
-        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure)
+        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure, device)
         series[path.name] = results
         beta, lo, hi = fits[path.name] = _print_failure(path.name, results)
         errors = meta.get("test_errors", {})

@@ -47,6 +47,10 @@ def test_version_names_the_package_and_its_engines():
         (["structures", "unused.extxyz", "--kind", "liquid", "--molecule", "XYZ"], "unknown molecule 'XYZ'"),
         (["serve", "README.md", "-s", "ipi_inputs/nh3_phase_i.xyz"], "exactly one of --unix"),
         (["serve", "-s", "ipi_inputs/nh3_phase_i.xyz", "-u", "unused", "--atoms-per-call", "0"], "atoms_per_call=0: give at least 1"),
+        (["serve", "-s", "ipi_inputs/nh3_phase_i.xyz", "-u", "unused", "--device", "gpu"], "device 'gpu': use cpu, cuda or cuda:N"),
+        (["run", "nh3_solid_pimd_nvt.xml", "-o", "no/such/run", "--device", "gpu"], "device 'gpu': use cpu, cuda or cuda:N"),
+        (["demo", "-o", "no/such/demo", "--device", "mps"], "device 'mps': use cpu, cuda or cuda:N"),
+        (["failure", "-o", "no/such/study", "--device", "tpu"], "device 'tpu': use cpu, cuda or cuda:N"),
     ],
 )
 def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):

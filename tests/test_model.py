@@ -94,6 +94,20 @@ def test_batched_call_equals_single_calls(tiny_model, potential, crystal, atoms_
         np.testing.assert_allclose(batched["dipole"][b], single["dipole"], atol=1e-9)
 
 
+def test_models_run_on_the_device_asked_for_and_refuse_one_torch_cannot_use(tiny_model, monkeypatch):
+    import torch
+
+    from legato.training.potential import ATOMS_PER_CALL
+
+    on_cpu = ModelPotential(tiny_model, TINY_METADATA, device="cpu")
+    assert on_cpu.atoms_per_call == ATOMS_PER_CALL and {p.device.type for p in on_cpu.model.parameters()} == {"cpu"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda:0': torch .* sees no GPU here; use cpu"):
+        ModelPotential(tiny_model, TINY_METADATA, device="cuda:0")
+    with pytest.raises(ValueError, match="device 'gpu': use cpu, cuda or cuda:N"):
+        ModelPotential(tiny_model, TINY_METADATA, device="gpu")
+
+
 def test_unknown_species_is_refused(potential):
     from legato.training.modelfile import ModelFileError
 

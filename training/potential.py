@@ -21,17 +21,35 @@ from .fields import WANNIER_DISP
 from .modelfile import ModelFileError, load_model
 
 
-#: atoms per model call: the fastest chunk in a one-off timing on 2 CPU cores (README, "Performance")
+#: atoms per model call on a CPU: the fastest chunk in a one-off timing on 2 CPU cores (README, "Performance")
 ATOMS_PER_CALL = 64
+#: on a GPU all frames go in one call: small graphs leave a GPU launch-bound (models/README.md, "Round 13, second seeds")
+GPU_ATOMS_PER_CALL = 1 << 20
+
+
+def torch_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a torch.device; ValueError naming the fix where this torch cannot use it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device '{name}': use cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{name}': torch {torch.__version__} sees no GPU here; use cpu")
+    return device
 
 
 class ModelPotential:
-    """Evaluate a model on batches of frames (same species order in each frame)."""
+    """Evaluate a model on batches of frames (same species order in each frame) on ``device``."""
 
-    def __init__(self, model: torch.nn.Module, metadata: dict, atoms_per_call: int = ATOMS_PER_CALL):
+    def __init__(self, model: torch.nn.Module, metadata: dict, atoms_per_call: int | None = None, device: str = "cpu"):
+        self.device = torch_device(device)
+        if atoms_per_call is None:
+            atoms_per_call = ATOMS_PER_CALL if self.device.type == "cpu" else GPU_ATOMS_PER_CALL
         if atoms_per_call < 1:
-            raise ValueError(f"atoms_per_call={atoms_per_call}: give at least 1 (default {ATOMS_PER_CALL})")
-        self.model = model
+            raise ValueError(f"atoms_per_call={atoms_per_call}: give at least 1 (default {ATOMS_PER_CALL} on a CPU)")
+        self.model = model.to(self.device)
         self.atoms_per_call = atoms_per_call  # frames go to the model in chunks of about this many atoms
         self.metadata = metadata
         self.type_names = list(metadata["type_names"])
@@ -40,9 +58,9 @@ class ModelPotential:
         self._type_index = {name: i for i, name in enumerate(self.type_names)}
 
     @classmethod
-    def from_file(cls, path, atoms_per_call: int = ATOMS_PER_CALL, compile: bool = False) -> "ModelPotential":
+    def from_file(cls, path, atoms_per_call: int | None = None, compile: bool = False, device: str = "cpu") -> "ModelPotential":
         """``compile``: torch.compile the model (faster batched calls after a first slow one)."""
-        return cls(*load_model(path, compile_mode="compile" if compile else "eager"), atoms_per_call=atoms_per_call)
+        return cls(*load_model(path, compile_mode="compile" if compile else "eager"), atoms_per_call=atoms_per_call, device=device)
 
     def atom_types(self, symbols: Sequence[str]) -> np.ndarray:
         unknown = sorted(set(symbols) - set(self._type_index))
@@ -107,14 +125,18 @@ class ModelPotential:
         n_frames, n_atoms = positions.shape[:2]
         cell_list = [None] * n_frames if cells is None else list(cells)
         graphs = [self._graph(positions[b], cell_list[b], pbc, types) for b in range(n_frames)]
-        out = self.model(AtomicDataDict.batched_from_list(graphs))
+        out = self.model(AtomicDataDict.to_(AtomicDataDict.batched_from_list(graphs), self.device))
+
+        def array(key, shape):
+            return out[key].detach().cpu().double().numpy().reshape(shape)
+
         virial = out.get(AtomicDataDict.VIRIAL_KEY)
         return {
-            "energy": out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().double().numpy().reshape(n_frames),
-            "forces": out[AtomicDataDict.FORCE_KEY].detach().double().numpy().reshape(n_frames, n_atoms, 3),
-            "wannier_disp": out[WANNIER_DISP].detach().double().numpy().reshape(n_frames, n_atoms, 3),
+            "energy": array(AtomicDataDict.TOTAL_ENERGY_KEY, n_frames),
+            "forces": array(AtomicDataDict.FORCE_KEY, (n_frames, n_atoms, 3)),
+            "wannier_disp": array(WANNIER_DISP, (n_frames, n_atoms, 3)),
             "virial": (
-                virial.detach().double().numpy().reshape(n_frames, 3, 3)
+                array(AtomicDataDict.VIRIAL_KEY, (n_frames, 3, 3))
                 if virial is not None and cells is not None
                 else np.zeros((n_frames, 3, 3))
             ),
@@ -126,9 +148,9 @@ class LegatoCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "dipole", "wannier_disp"]
 
-    def __init__(self, model_file=None, potential: ModelPotential | None = None, **kwargs):
+    def __init__(self, model_file=None, potential: ModelPotential | None = None, device: str = "cpu", **kwargs):
         super().__init__(**kwargs)
-        self.potential = potential or ModelPotential.from_file(model_file)
+        self.potential = potential or ModelPotential.from_file(model_file, device=device)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
