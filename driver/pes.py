@@ -40,7 +40,7 @@ class LegatoDriver(Dummy_driver):
         potential: an object with the :class:`~legato.training.potential.ModelPotential`
             ``evaluate`` interface, instead of ``model`` (tests, analytic potentials)
         symbols: chemical symbols, instead of ``structure``
-        atoms_per_call: atoms per model call (beads are grouped up to this many; default 64)
+        atoms_per_call: atoms per model call (beads are grouped up to this many; default 64 on a CPU, all beads on a GPU)
         compile: torch.compile the model (its first batched call compiles, for minutes)
         device: where the model runs: cpu, cuda or cuda:N
     """
