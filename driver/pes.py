@@ -72,17 +72,13 @@ class LegatoDriver(Dummy_driver):
             if self.model_path is None:
                 raise InputError("give the driver a model file (model=PATH)")
             from legato.training.model import require_cxx_compiler
-            from legato.training.potential import ModelPotential, torch_device
+            from legato.training.potential import ModelPotential
 
             if self.compile:
                 try:
                     require_cxx_compiler()
                 except ValueError as exc:
                     raise InputError(f"compile: {exc}, or run without compiling") from None
-            try:
-                torch_device(self.device)
-            except ValueError as exc:
-                raise InputError(str(exc)) from None
             self.potential = ModelPotential.from_file(self.model_path, self.atoms_per_call, compile=self.compile, device=self.device)
             unknown = sorted(set(self.symbols) - set(self.potential.type_names))
             if unknown:
