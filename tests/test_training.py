@@ -412,9 +412,23 @@ def test_resumed_run_takes_device_and_time_limit_from_the_new_config(synthetic_d
     started.trainer.update(accelerator="gpu", max_time={"minutes": 3})
     started.model.num_layers = 3
     _resolve_run_config(started)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").touch()  # it trained an epoch
     resumed = config(synthetic_dataset, tmp_path, epochs=8)
     resumed.trainer.accelerator = "cpu"
     cfg = _resolve_run_config(resumed)
     assert cfg.trainer.accelerator == "cpu" and "max_time" not in cfg.trainer and cfg.trainer.max_epochs == 8
     assert cfg.model.num_layers == 3  # the architecture stays the saved run's
     assert OmegaConf.load(tmp_path / "config.yaml") == cfg
+
+
+def test_a_run_stopped_before_its_first_epoch_takes_the_corrected_config(synthetic_dataset, tmp_path):
+    """A typo in data.path stops `legato train` before any epoch; the corrected command must not resume the typo."""
+    from legato.training.train import _resolve_run_config
+
+    typo = config(synthetic_dataset, tmp_path, epochs=4)
+    typo.data.path = str(tmp_path / "no_such.extxyz")
+    _resolve_run_config(typo)
+    cfg = _resolve_run_config(config(synthetic_dataset, tmp_path, epochs=4))
+    assert cfg.data.path == str(synthetic_dataset)
+    assert OmegaConf.load(tmp_path / "config.yaml").data.path == str(synthetic_dataset)

@@ -208,10 +208,14 @@ def _quiet_lightning():
 
 
 def _resolve_run_config(cfg: DictConfig) -> DictConfig:
-    """A run's saved config.yaml wins over a new one, so a resume is the same run."""
+    """A started run's saved config.yaml wins over a new one, so a resume is the same run.
+
+    A run has started once it has a checkpoint: the config saved by an attempt that
+    stopped before its first epoch (a typo in data.path, say) is replaced.
+    """
     out = Path(cfg.output_dir)
     saved_cfg = out / "config.yaml"
-    if saved_cfg.exists():
+    if saved_cfg.exists() and (out / "checkpoints" / "last.ckpt").exists():
         previous = OmegaConf.load(saved_cfg)
         previous.output_dir = str(out)  # where the run is now, should it have been moved
         for key in RESUMABLE_CHANGES:
