@@ -104,6 +104,8 @@ def ins_of_run(run_dir, out_dir=None, equilibration: float = 0.2, n_blocks: int 
 
 def compare_runs(classical_dir, pimd_dir, out_dir, equilibration: float = 0.2) -> dict:
     """IR and INS of a classical and a PIMD run: overlay figures and peak-shift tables."""
+    for run_dir in (classical_dir, pimd_dir):
+        read_run(run_dir)  # a missing or wrong run folder fails before out_dir is made
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {}

@@ -458,7 +458,7 @@ def run(
     """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART."""
     from legato.driver.checks import InputError
     from legato.driver.run import RunSettings, run_simulation
-    from legato.training.modelfile import ModelFileError
+    from legato.training.modelfile import ModelFileError, read_model_file
 
     if not template.exists() and (TEMPLATES / template).exists():
         template = TEMPLATES / template
@@ -467,7 +467,15 @@ def run(
     if structure is not None and not structure.exists():
         fail(f"{structure}: no such structure file")
     _require_device(device)
-    model_path = str(Path(model or default_model()).resolve()) if potential is None else None  # helpers run in the run folder
+    if drivers < 1:
+        fail(f"--drivers {drivers}: give at least 1")
+    try:
+        settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
+        model_path = str(Path(model or default_model()).resolve()) if potential is None else None  # helpers run in the run folder
+        if model_path:
+            read_model_file(model_path)  # a bad model file fails here, before the run folder is made
+    except ValueError as exc:
+        fail(str(exc))
 
     def factory(structure_in_run):
         return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model, device)
@@ -482,7 +490,6 @@ def run(
     if compile_model:
         extra.append("--compile")
     extra += ["--device", device]
-    settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
     try:
         run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress)
     except (InputError, ModelFileError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:

@@ -60,6 +60,32 @@ def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--beads", "0"], "--beads 0: give at least 1"),
+        (["--steps", "0"], "--steps 0: give at least 1"),
+        (["--temperature", "-5"], "--temperature -5.0: give a positive value in K"),
+        (["--timestep", "0"], "--timestep 0.0: give a positive value in fs"),
+        (["--drivers", "0"], "--drivers 0: give at least 1"),
+        (["-m", "no/such.legato.pt"], "no such model file"),
+        (["-m", "README.md"], "corrupt or not a legato model file"),
+    ],
+)
+def test_bad_run_settings_fail_in_one_line_before_the_run_folder_is_made(tmp_path, args, message):
+    """i-PI would reject them only after `legato run` had written the run folder (and a traceback for 0 beads)."""
+    result = legato("run", "nh3_solid_pimd_nvt.xml", "-o", tmp_path / "run", *args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_nqe_of_a_missing_run_makes_no_output_folder(tmp_path):
+    result = legato("nqe", tmp_path / "no_classical_run", tmp_path / "no_pimd_run", "-o", tmp_path / "nqe")
+    assert result.returncode != 0 and "no_classical_run: no i-PI input" in result.stderr
+    assert not (tmp_path / "nqe").exists()
+
+
 def test_info_shows_what_the_model_file_holds():
     import torch
 
