@@ -47,14 +47,6 @@ class RunSettings:
     structure: Path | None = None  # initial structure instead of the template's (i-PI xyz, or any file ASE reads, with a cell)
     start: Path | None = None  # i-PI checkpoint (e.g. an equilibration's RESTART): its bead positions and momenta start the run
 
-    def __post_init__(self):
-        """Refuse what i-PI would only reject once the run folder exists (ValueError, one line)."""
-        for option, value in (("beads", self.nbeads), ("steps", self.total_steps), ("stride", self.stride)):
-            if value is not None and value < 1:
-                raise ValueError(f"--{option} {value}: give at least 1")
-        for option, value, unit in (("temperature", self.temperature, "K"), ("timestep", self.timestep, "fs")):
-            if value is not None and value <= 0:
-                raise ValueError(f"--{option} {value}: give a positive value in {unit}")
 
 
 def socket_name(run_dir: Path) -> str:

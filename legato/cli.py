@@ -37,6 +37,31 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _flag(name: str) -> str:
+    return "-n" if name == "n" else "--" + name.replace("_", "-")
+
+
+def require_counts(**counts: Optional[int]) -> None:
+    """One-line error for a count option below 1 (``-n 0``, ``--seeds 0``, ``--steps 0``)."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            fail(f"{_flag(name)} {value}: give at least 1")
+
+
+def require_positive(**quantities: Optional[float]) -> None:
+    """One-line error for a physical quantity (temperature, density, rho, ...) not above zero."""
+    for name, value in quantities.items():
+        if value is not None and not value > 0:
+            fail(f"{_flag(name)} {value}: give a positive value")
+
+
+def require_fraction(**fractions: float) -> None:
+    """One-line error for a fraction outside [0, 1) (e.g. ``--equilibration``)."""
+    for name, value in fractions.items():
+        if not 0 <= value < 1:
+            fail(f"{_flag(name)} {value}: give a fraction from 0 up to (not including) 1")
+
+
 def write_frames(path: Path, frames) -> None:
     """Write frames as extxyz, making the file's folder if it is new."""
     import ase.io
@@ -66,6 +91,8 @@ def structures(
     from legato.analysis.ipi_io import read_structures
     from legato.training import structures as st
 
+    require_counts(n=n, repeat=repeat, molecules=molecules)
+    require_positive(a=a, density=density)
     if kind == "ammonia-initial":
         frames = st.ammonia_initial_set(n_crystal=2 * n // 3, n_liquid=n - 2 * n // 3, seed=seed)
     elif kind == "ammonia-crystal":
@@ -160,6 +187,12 @@ def select(
 
     if len(models) < 2:
         fail("a committee needs at least two models")
+    if len({m.resolve() for m in models}) < len(models):
+        fail("the committee lists a model file twice: give distinct models (e.g. trained with seed=0,1,2)")
+    require_counts(n=n, min_separation=min_separation)
+    require_positive(cell=cell)
+    if skip < 0:
+        fail(f"--skip {skip}: give 0 or more frames")
     paths = []
     for pattern in frames:
         if glob.has_magic(pattern):
@@ -207,6 +240,8 @@ def merge(
 
     from legato.training.dataset import DatasetError, closest_approach, frame_key, load_dataset, validate_frames
 
+    if output.resolve() in {p.resolve() for p in inputs}:
+        fail(f"{output}: also an input; write the merge to a new file")
     kept, dropped, seen, duplicates = [], 0, set(), 0
     try:
         for path in inputs:
@@ -467,15 +502,15 @@ def run(
     if structure is not None and not structure.exists():
         fail(f"{structure}: no such structure file")
     _require_device(device)
-    if drivers < 1:
-        fail(f"--drivers {drivers}: give at least 1")
-    try:
-        settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
-        model_path = str(Path(model or default_model()).resolve()) if potential is None else None  # helpers run in the run folder
-        if model_path:
+    require_counts(beads=beads, steps=steps, stride=stride, drivers=drivers)
+    require_positive(temperature=temperature, timestep=timestep)
+    model_path = str(Path(model or default_model()).resolve()) if potential is None else None  # helpers run in the run folder
+    if model_path:
+        try:
             read_model_file(model_path)  # a bad model file fails here, before the run folder is made
-    except ValueError as exc:
-        fail(str(exc))
+        except ModelFileError as exc:
+            fail(str(exc))
+    settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
 
     def factory(structure_in_run):
         return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model, device)
@@ -512,6 +547,8 @@ def spectrum(
     from legato.analysis.nqe import plot_overlay
     from legato.analysis.pipeline import ins_of_run, ir_of_run
 
+    require_fraction(equilibration=equilibration)
+    require_positive(final_energy=final_energy, resolution=resolution)
     out = output or run_dir
     try:
         if kind == "ir":
@@ -543,6 +580,7 @@ def nqe(
     from legato.analysis.ipi_io import TrajectoryError
     from legato.analysis.pipeline import compare_runs
 
+    require_fraction(equilibration=equilibration)
     try:
         result = compare_runs(classical, pimd, output, equilibration)
     except (TrajectoryError, FileNotFoundError, ValueError) as exc:
@@ -628,6 +666,7 @@ def demo(
     plan = DEMO["production" if production else "quick"]
     model_path = Path(model or default_model())
     _require_device(device)
+    require_positive(temperature=temperature)
     _print_model(model_path)
     if (output / "classical").exists() and not (output / "study.json").exists():
         fail(f"{output} holds runs of an older legato demo (no relaxed, equilibrated start): -o a new folder, or delete it")
@@ -721,6 +760,8 @@ def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperat
     unknown = [k for k in multipliers if k not in SUPERCELLS]
     if unknown:
         fail(f"--sizes {unknown} not available; use cell multipliers from {sorted(SUPERCELLS)}")
+    require_counts(seeds=seeds, max_steps=max_steps)
+    require_positive(temperature=temperature)
     if contact_checks < 1:
         fail(f"--contact-checks {contact_checks}: must be at least 1 (1 = any close contact is a failure)")
     if workers < 1:
@@ -801,6 +842,8 @@ def sharpness(
     steps: int = typer.Option(10, help="gradient-ascent steps per restart"),
 ):
     """Max loss increase within the rho-ball around the model's weights."""
+    require_positive(rho=rho)
+    require_counts(restarts=restarts, steps=steps)
     typer.echo(f"sharpness(rho={rho}) = {_sharpness(model, data, rho, restarts, steps):.5g}")
 
 
@@ -824,6 +867,8 @@ def orientation(
     from legato.analysis.quench import quench
     from legato.training.potential import LegatoCalculator, ModelPotential
 
+    require_counts(repeat=repeat, steps=steps)
+    require_positive(temperature=temperature)
     model_path = Path(model or default_model())
     atoms = _unit_cell(structure).repeat(repeat)
     calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
@@ -891,6 +936,7 @@ def compare(
 
     models = [Path(model_a or default_model()), Path(model_b or default_model().with_name("adam.legato.pt"))]
     _require_device(device)
+    require_positive(rho=rho)
     atoms = _unit_cell(structure)
     rows, series, fits = [], {}, {}
     for path in models:
