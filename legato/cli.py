@@ -154,6 +154,7 @@ def label(
         fail(f"{input}: no such structure file")
     if wannier_order not in (1, 2):
         fail(f"--wannier-order {wannier_order}: use 1 or 2")
+    require_counts(limit=limit)
     settings = DFTSettings(xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion == "none" else dispersion, ke_cutoff=ke_cutoff, wannier_order=wannier_order)
     try:
         counts = label_file(input, output, settings, progress=progress, limit=limit)

@@ -62,6 +62,7 @@ def test_version_names_the_package_and_its_engines():
         (["select", "models/sam.legato.pt", "models/sam.legato.pt", "-f", "data/nh3_dft_test.extxyz", "-o", "unused.extxyz"], "lists a model file twice"),
         (["select", "models/sam.legato.pt", "models/adam.legato.pt", "-f", "data/nh3_dft_test.extxyz", "-o", "unused.extxyz", "-n", "0"], "-n 0: give at least 1"),
         (["merge", "data/nh3_dft_test.extxyz", "-o", "data/nh3_dft_test.extxyz"], "also an input; write the merge to a new file"),
+        (["label", "data/nh3_dft_test.extxyz", "unused.extxyz", "--limit", "0"], "--limit 0: give at least 1"),
         (["spectrum", "ir", ".", "--equilibration", "1"], "--equilibration 1.0: give a fraction"),
         (["nqe", "a", "b", "--equilibration", "-0.1"], "--equilibration -0.1: give a fraction"),
     ],

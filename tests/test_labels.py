@@ -224,6 +224,26 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch, capsys):
     assert calls == [0, 1, 2, 3, 2]
 
 
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"xc": "nonsense"}, "--xc nonsense: not a functional"),
+        ({"ke_cutoff": -5.0}, "--ke-cutoff -5.0: give a positive cutoff"),
+        ({"basis": "nonsense"}, "--basis nonsense: PySCF has none for H"),
+        ({"pseudo": "nonsense"}, "--pseudo nonsense: PySCF has none for H"),
+        ({"dispersion": "d4"}, "--dispersion d4 with --xc pbe: not available"),
+        ({"xc": "lda"}, "--dispersion d3bj with --xc lda: not available"),  # D3 has no parameters for LDA
+    ],
+)
+def test_settings_pyscf_cannot_run_fail_before_any_frame(tmp_path, settings, message):
+    """Failed frames are not retried on resume: a setting error must stop the job, not fail every frame."""
+    structures = tmp_path / "in.extxyz"
+    ase.io.write(structures, ammonia_phase_i())
+    with pytest.raises(ValueError, match=re.escape(message)):
+        label_module.label_file(structures, tmp_path / "out.extxyz", label_module.DFTSettings(**settings), progress=False)
+    assert not (tmp_path / "out.extxyz.parts").exists()
+
+
 def test_ipi_xyz_frames_are_labelled_in_their_cell(tmp_path, monkeypatch):
     """ase.io.read takes an i-PI xyz file for plain xyz and drops its cell."""
     from conftest import analytic_labels

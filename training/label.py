@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,38 @@ class DFTSettings:
     max_cycle: int = 60
     wannier_owners: list[str] = field(default_factory=lambda: ["H"])  # species that never own centres
     wannier_order: int = 2  # Berry-phase estimator, see legato.training.wannier.spread_weights
+
+    def check(self, species) -> None:
+        """Raise ValueError (one line, naming the option) for settings PySCF cannot run.
+
+        Run before any frame: a setting error inside the per-frame loop would record
+        every frame as failed, and failed frames are not retried on resume.
+        """
+        from pyscf import gto as molecular
+        from pyscf.dft import libxc
+        from pyscf.pbc import gto
+
+        try:
+            libxc.parse_xc(self.xc)
+        except KeyError:
+            raise ValueError(f"--xc {self.xc}: not a functional PySCF's libxc knows (e.g. pbe, blyp, scan)") from None
+        if self.ke_cutoff is not None and not self.ke_cutoff > 0:
+            raise ValueError(f"--ke-cutoff {self.ke_cutoff}: give a positive cutoff in hartree (or leave it to PySCF)")
+        for option, value, load in (("basis", self.basis, gto.basis.load), ("pseudo", self.pseudo, gto.pseudo.load)):
+            for symbol in sorted(set(species)):
+                try:
+                    with warnings.catch_warnings():  # PySCF suggests installing basis-set-exchange
+                        warnings.simplefilter("ignore")
+                        load(value, symbol)
+                except Exception as exc:  # PySCF raises BasisNotFoundError, KeyError or RuntimeError by format
+                    raise ValueError(f"--{option} {value}: PySCF has none for {symbol} ({type(exc).__name__}); e.g. --basis gth-dzvp --pseudo gth-pbe") from None
+        if self.dispersion:
+            from pyscf.dispersion.dftd3 import DFTD3Dispersion
+
+            try:  # the damping parameters of this functional, on an H2 molecule
+                DFTD3Dispersion(molecular.M(atom="H 0 0 0; H 0 0 0.74"), self.xc, version=self.dispersion)
+            except (KeyError, RuntimeError) as exc:
+                raise ValueError(f"--dispersion {self.dispersion} with --xc {self.xc}: not available in pyscf-dispersion ({exc}); try d3bj or d3zero, or none") from None
 
     def provenance(self) -> dict:
         """What a labelled frame records about its method (and what resuming must match)."""
@@ -148,6 +181,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
 
     settings = settings or DFTSettings()
     frames = read_structures(input_path)
+    settings.check({symbol for atoms in frames for symbol in atoms.get_chemical_symbols()})
     output_path = Path(output_path)
     parts = output_path.with_name(output_path.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
