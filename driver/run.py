@@ -48,7 +48,6 @@ class RunSettings:
     start: Path | None = None  # i-PI checkpoint (e.g. an equilibration's RESTART): its bead positions and momenta start the run
 
 
-
 def socket_name(run_dir: Path) -> str:
     return "legato-" + hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:10]
 
