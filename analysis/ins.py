@@ -22,16 +22,17 @@ from __future__ import annotations
 import numpy as np
 from ase.data import atomic_masses, atomic_numbers
 
-from legato.units import INVCM_IN_MEV, KB_EV_PER_K
+from legato.units import HBAR2_2AMU_MEV_A2, INVCM_IN_MEV, KB_EV_PER_K, NEUTRON_E_K2, deuterium_mass_amu
 
 from .correlation import autocorrelation, default_max_lag, spectrum
 
 #: bound incoherent cross sections, barn (Sears 1992)
 SIGMA_INC = {"H": 80.27, "D": 2.05, "C": 0.001, "N": 0.50, "O": 0.0008, "F": 0.0008, "S": 0.007, "Li": 0.92, "Na": 1.62, "Cl": 5.3}
-#: E (meV) = NEUTRON_E_K2 * k^2 (1/A)
-NEUTRON_E_K2 = 2.0721
-#: hbar^2 / (2 * 1 amu) in meV A^2
-HBAR2_2AMU_MEV_A2 = 2.0721 * 1.00866491595
+
+
+def atomic_mass(symbol: str) -> float:
+    """amu: ASE's standard masses, and deuterium's (D)."""
+    return deuterium_mass_amu() if symbol == "D" else float(atomic_masses[atomic_numbers[symbol]])
 
 
 def kinematic_q(energy_mev: np.ndarray, final_energy_mev: float = 3.5, angle_deg: float = 45.0) -> np.ndarray:
@@ -128,7 +129,7 @@ def ins_spectrum(
     unknown = sorted(set(symbols) - set(SIGMA_INC))
     if unknown:
         raise ValueError(f"no incoherent cross section for {unknown}; add it to legato.analysis.ins.SIGMA_INC")
-    masses = np.array([atomic_masses[atomic_numbers[s]] if s != "D" else 2.014 for s in symbols])
+    masses = np.array([atomic_mass(s) for s in symbols])
     velocities = np.asarray(velocities, float)
     com = np.einsum("n,...nk->...k", masses, velocities) / masses.sum()
     velocities = velocities - com[..., None, :]
@@ -144,7 +145,7 @@ def ins_spectrum(
     q_lines = {angle: kinematic_q(energy, final_energy_mev, angle) for angle in angles_deg}
     for s, (_, g) in dos.items():
         n_s = symbols.count(s)
-        mass = atomic_masses[atomic_numbers[s]] if s != "D" else 2.014
+        mass = atomic_mass(s)
         g = g[keep]
         weighted_dos += n_s * SIGMA_INC[s] * g
         a = np.where(energy >= min_energy_mev, g / energy * _bose_plus_one(energy, temperature), 0.0)

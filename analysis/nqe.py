@@ -1,4 +1,5 @@
-"""Peaks with block-average uncertainties, and classical-vs-PIMD shift tables."""
+"""Peaks with block-average uncertainties, classical-vs-PIMD shift tables, and the alarm
+for low-frequency motion that tells a crystal's spectra are no lattice spectra."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ from pathlib import Path
 
 import numpy as np
 from scipy.signal import find_peaks
+
+from .ins import LOW_FREQUENCY_CM
+
+#: DOS share below LOW_FREQUENCY_CM (60 cm^-1) above which `legato demo` warns that its crystal is not behaving as one
+#: (N in the TRPMD run of the quick demo: shipped SAM model 0.3%; a model whose quantum crystal went soft, 6.7%; models/README.md)
+LOW_FREQUENCY_ALARM = 0.03
 
 
 @dataclass
@@ -89,9 +96,6 @@ def write_table(rows: list[dict], path) -> Path:
 
 def plot_overlay(path, curves: dict, xlabel: str, ylabel: str, title: str, xlim=None, peaks: dict | None = None) -> Path:
     """One figure with several spectra ({label: (x, y)}), each normalised to its maximum."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
@@ -111,3 +115,17 @@ def plot_overlay(path, curves: dict, xlabel: str, ylabel: str, title: str, xlim=
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def low_frequency_line(shares: dict) -> str:
+    """One line: each run's per-species DOS share below LOW_FREQUENCY_CM (``shares`` = {run: {species: share}})."""
+    runs = ", ".join(f"{run} " + " ".join(f"{s} {100 * v:.1f}%" for s, v in by_species.items()) for run, by_species in shares.items())
+    return f"  DOS share below {LOW_FREQUENCY_CM:.0f} cm^-1: {runs} (a crystal has almost none; more is diffusion, rotational hopping or a soft mode)"
+
+
+def low_frequency_warning(shares: dict) -> str | None:
+    """A warning when any run's DOS share below LOW_FREQUENCY_CM exceeds LOW_FREQUENCY_ALARM (else None)."""
+    worst = max(v for by_species in shares.values() for v in by_species.values())
+    if worst <= LOW_FREQUENCY_ALARM:
+        return None
+    return f"warning: {100 * worst:.1f}% of a DOS lies below {LOW_FREQUENCY_CM:.0f} cm^-1: with this model the crystal diffuses, hops or goes soft; its low-energy INS is no lattice spectrum"

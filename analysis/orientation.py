@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from legato.training.structures import covalent_neighbours
+from legato.geometry import covalent_neighbours
 
 
 @dataclass
@@ -91,3 +91,32 @@ def orientation_run(atoms, calculator, temperature: float, steps: int, seed: int
         turned_fraction=float((samples[-1] > 45.0).mean()),
         final=atoms.copy(),
     )
+
+
+def orientation_check(model, structure=None, repeat: int = 2, temperature: float = 150.0, steps: int = 4000, seed: int = 0, device: str = "cpu", progress: bool = True):
+    """`legato orientation`: classical MD of the ``repeat``-times supercell of ``structure``
+    (default: phase I, see :func:`~legato.analysis.failure_study.unit_cell`) with a model
+    file, then a quench of the last frame (:func:`~legato.analysis.quench.quench`).
+
+    Returns ``(OrientationResult, QuenchResult)``. Raises ValueError, FloatingPointError
+    (the run blew up) or RuntimeError (the quench did not converge), each one line.
+    """
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from legato.potential import LegatoCalculator, ModelPotential
+
+    from .failure_study import unit_cell
+    from .quench import quench
+
+    model = Path(model)
+    atoms = unit_cell(structure).repeat(repeat)
+    calc = LegatoCalculator(potential=ModelPotential.from_file(model, device=device))
+    with tqdm(total=steps, desc=f"orientation {model.name}", unit="step", disable=not progress) as bar:
+        result = orientation_run(atoms, calc, temperature, steps, seed=seed, progress=lambda done: bar.update(done - bar.n))
+    try:
+        quenched = quench(atoms, result.final, calc)
+    except RuntimeError as exc:
+        raise RuntimeError(f"quench: {exc}") from None
+    return result, quenched

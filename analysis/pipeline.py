@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from legato.fileio import bead_files, read_extras, read_xyz
+
 from .ins import LOW_FREQUENCY_CM, ins_spectrum
-from .ipi_io import bead_files, read_extras, read_xyz
 from .ir import ir_spectrum
 from .nqe import find_peaks_with_errors, match_peaks, plot_overlay, write_table
 from .runinfo import read_run
@@ -135,3 +136,22 @@ def compare_runs(classical_dir, pimd_dir, out_dir, equilibration: float = 0.2) -
     summary["ins"][f"dos_share_below_{LOW_FREQUENCY_CM:.0f}_cm-1"] = result["ins"]["low_frequency_share"]
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return result
+
+
+#: the spectra `legato spectrum` computes
+SPECTRA = ("ir", "ins")
+
+
+def spectrum_of_run(kind: str, run_dir, out_dir=None, correction: str = "harmonic", equilibration: float = 0.2, final_energy_mev: float = 3.5, relative_resolution: float = 0.012) -> dict:
+    """`legato spectrum`: the IR or INS spectrum (``kind`` in :data:`SPECTRA`) of one run, as
+    :func:`ir_of_run` or :func:`ins_of_run` return it, with its figure (``figure``) beside the CSV."""
+    if kind == "ir":
+        r = ir_of_run(run_dir, out_dir, correction=correction, equilibration=equilibration)
+        x, y, label = r["spectrum"]["wavenumber"], r["spectrum"]["intensity_norm"], "IR absorption (normalised)"
+    elif kind == "ins":
+        r = ins_of_run(run_dir, out_dir, equilibration=equilibration, final_energy_mev=final_energy_mev, relative_resolution=relative_resolution)
+        x, y, label = r["spectrum"]["wavenumber"], r["spectrum"]["total"], "S(Q, E) along VISION lines (normalised)"
+    else:
+        raise ValueError(f"unknown spectrum '{kind}' (use {' or '.join(SPECTRA)})")
+    r["figure"] = plot_overlay(Path(out_dir or run_dir) / f"{kind}.png", {Path(run_dir).name: (x, y)}, "wavenumber (cm$^{-1}$)", label, f"{kind.upper()} spectrum", xlim=(0, 4000))
+    return r

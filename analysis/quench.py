@@ -16,7 +16,7 @@ import ase
 import numpy as np
 from ase.geometry import find_mic
 
-from legato.training.potential import relaxed
+from legato.potential import relaxed
 
 
 @dataclass

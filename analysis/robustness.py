@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.training.dataset import closest_approach
+from legato.geometry import closest_approach
 
 
 @dataclass
@@ -250,9 +250,6 @@ def bootstrap_beta(results: list[TrajectoryResult], n_boot: int = 2000, seed: in
 def plot_failure(path, series: dict, fits: dict, title: str = "time to failure") -> Path:
     """log-log t_failure vs N with fits; ``series`` = {label: results}, ``fits`` =
     {label: (beta, low, high)} as ``bootstrap_beta`` gave them (the printed interval)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)

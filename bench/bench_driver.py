@@ -23,7 +23,7 @@ import numpy as np
 from legato import units
 from legato.driver.pes import LegatoDriver
 from legato.driver.run import RunSettings, run_simulation
-from legato.training.modelfile import load_model
+from legato.modelfile import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "ipi_inputs" / "nh3_solid_pimd_nvt.xml"

@@ -19,11 +19,12 @@ import torch
 from nequip.data import AtomicDataDict
 from omegaconf import OmegaConf
 
-from legato.training.model import build_model
-from legato.training.modelfile import UNITS
-from legato.training.potential import ModelPotential
+from legato.model import build_model
+from legato.modelfile import UNITS
+from legato.potential import ModelPotential
 from legato.training.sam import ascended
-from legato.training.structures import ammonia_phase_i, rattled
+from legato.geometry import ammonia_phase_i
+from legato.training.structures import rattled
 
 CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "sam.yaml"
 

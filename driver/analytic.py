@@ -66,3 +66,20 @@ class MorsePotential:
             "wannier_disp": np.zeros_like(positions),
             "dipole": np.einsum("i,bij->bj", charges, positions),
         }
+
+
+def parse_potential(spec: str):
+    """``harmonic:k=0.5`` or ``morse:D=4,a=2,r0=1,pairs=0-1/0-2`` (optional ``charges=q0/q1/...``)
+    -> the analytic potential (eV, A); ValueError naming the forms for anything else."""
+    name, _, args = spec.partition(":")
+    try:
+        kwargs = dict(kv.split("=") for kv in args.split(",") if kv)
+        charges = [float(q) for q in kwargs.pop("charges").split("/")] if "charges" in kwargs else None
+        if name == "harmonic":
+            return HarmonicPotential(k=float(kwargs["k"]), charges=charges)
+        if name == "morse":
+            pairs = [tuple(int(i) for i in p.split("-")) for p in kwargs.pop("pairs").split("/")]
+            return MorsePotential(pairs, float(kwargs["D"]), float(kwargs["a"]), float(kwargs["r0"]), charges=charges)
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"analytic potential '{spec}': {type(exc).__name__} {exc} (use harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1/0-2)") from None
+    raise ValueError(f"unknown analytic potential '{name}' (use harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1/0-2)")

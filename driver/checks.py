@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 
+from legato.geometry import min_distance
+
 log = logging.getLogger("legato.driver")
 
 #: atoms closer than this (A) are far outside any training set: warn
@@ -36,17 +38,6 @@ def check_frame(positions: np.ndarray, cell: np.ndarray | None, n_expected: int)
             raise InputError("i-PI sent a singular cell; set <cell> in the i-PI input, or serve with --no-periodic for a gas-phase run")
         if not VOLUME_PER_ATOM[0] <= per_atom <= VOLUME_PER_ATOM[1]:
             raise InputError(f"cell volume {per_atom:.3g} A^3 per atom is absurd; check the units of the i-PI <cell> (bohr vs angstrom)")
-
-
-def min_distance(positions: np.ndarray, cell: np.ndarray | None) -> float:
-    """Smallest interatomic distance (minimum image when a cell is given), A."""
-    delta = positions[:, None, :] - positions[None, :, :]
-    if cell is not None:
-        frac = delta @ np.linalg.inv(cell)
-        delta = (frac - np.round(frac)) @ cell
-    d = np.linalg.norm(delta, axis=-1)
-    d[np.diag_indices_from(d)] = np.inf
-    return float(d.min())
 
 
 def warn_close_contacts(positions: np.ndarray, cell: np.ndarray | None, floor: float = CLOSE_CONTACT) -> bool:

@@ -14,6 +14,7 @@ everything is converted in :mod:`legato.units`.
 from __future__ import annotations
 
 import json
+import sys
 
 import ase.io
 import numpy as np
@@ -37,7 +38,7 @@ class LegatoDriver(Dummy_driver):
         model: path of a ``.legato.pt`` file
         structure: ASE-readable file with the atoms in i-PI's order (species)
         periodic: use i-PI's cell (True) or treat the system as a cluster
-        potential: an object with the :class:`~legato.training.potential.ModelPotential`
+        potential: an object with the :class:`~legato.potential.ModelPotential`
             ``evaluate`` interface, instead of ``model`` (tests, analytic potentials)
         symbols: chemical symbols, instead of ``structure``
         atoms_per_call: atoms per model call (beads are grouped up to this many; default 64 on a CPU, all beads on a GPU)
@@ -59,7 +60,7 @@ class LegatoDriver(Dummy_driver):
         super().__init__(verbose=verbose, **kwargs)
 
     def check_parameters(self):
-        from legato.training.modelfile import ModelFileError
+        from legato.modelfile import ModelFileError
 
         if self.symbols is None:
             if self.structure is None:
@@ -71,8 +72,8 @@ class LegatoDriver(Dummy_driver):
         if self.potential is None:
             if self.model_path is None:
                 raise InputError("give the driver a model file (model=PATH)")
-            from legato.training.model import require_cxx_compiler
-            from legato.training.potential import ModelPotential
+            from legato.model import require_cxx_compiler
+            from legato.potential import ModelPotential
 
             if self.compile:
                 try:
@@ -115,3 +116,17 @@ class LegatoDriver(Dummy_driver):
             (float(energies[b]), forces[b].reshape(-1, 3).astype(np.float64), virials[b].astype(np.float64), json.dumps({"dipole": dipoles[b].tolist()}))
             for b in range(len(positions))
         ]
+
+
+def make_driver(structure, model=None, potential: str | None = None, periodic: bool = True, atoms_per_call: int | None = None, compile_model: bool = False, device: str = "cpu") -> LegatoDriver:
+    """The i-PI PES for ``structure``: of a model file, or of an analytic potential spec
+    (``harmonic:k=K`` or ``morse:...``, see :func:`~legato.driver.analytic.parse_potential`; then ``model`` is unused)."""
+    if potential:
+        from legato.driver.analytic import parse_potential
+
+        symbols = ase.io.read(structure).get_chemical_symbols()
+        return LegatoDriver(potential=parse_potential(potential), symbols=symbols, periodic=periodic)
+    driver = LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model, device=device)
+    if compile_model:  # after the driver's checks: a refused compile says only why
+        print("torch.compile: the first step with two or more beads compiles the model (1-2 min; later runs reuse the cache)", file=sys.stderr)
+    return driver

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from legato.analysis.ipi_io import is_ipi_xyz, read_structures, write_structure
+from legato.fileio import is_ipi_xyz, read_structures, write_structure
 
 PR_SET_PDEATHSIG = 1
 
@@ -141,7 +141,7 @@ def total_steps(input_xml: Path) -> int:
 
 def last_properties(out_file: Path) -> dict | None:
     """The last row of i-PI's properties file as {column name: value}."""
-    from legato.analysis.ipi_io import TrajectoryError, read_properties
+    from legato.fileio import TrajectoryError, read_properties
 
     if not out_file.exists():
         return None

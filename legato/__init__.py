@@ -1,7 +1,14 @@
 """legato-pimd: path-integral MD driven by SAM-trained Allegro potentials.
 
-Sub-packages: :mod:`legato.training` (data, model, SAM training, DFT labels),
-:mod:`legato.driver` (i-PI socket client), :mod:`legato.analysis` (spectra).
+Imports go one way (pyproject.toml [tool.importlinter]; bin/lint-imports):
+
+* :mod:`legato.cli`, the `legato` command, on top;
+* the stages, which never import each other: :mod:`legato.training` (structures, DFT
+  labels, SAM training, test errors), :mod:`legato.driver` (i-PI runs and their driver),
+  :mod:`legato.analysis` (spectra, nuclear quantum effects, robustness);
+* the core every stage uses: units, files (i-PI, extxyz), geometry, the labelled data
+  set, the model, its file and inference (``ModelPotential``, ``LegatoCalculator``),
+  and the shipped files.
 """
 
 __version__ = "0.1.0"

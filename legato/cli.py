@@ -1,12 +1,20 @@
-"""The `legato` command line: one verb per stage (see `legato --help`)."""
+"""The `legato` command line: one verb per stage (see `legato --help`).
+
+Each verb parses its options, calls one function of its stage (legato.training,
+legato.driver, legato.analysis) and turns the stage's errors into one line.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+from legato.training.protocol import CONVERGED
 
 app = typer.Typer(
     add_completion=False,
@@ -15,9 +23,40 @@ app = typer.Typer(
 )
 
 
+# The choices of string options (typer checks them); the stage functions they reach
+# check them again for Python callers (tests/test_cli.py keeps the two lists equal).
+class StructureKind(str, Enum):
+    ammonia_initial = "ammonia-initial"
+    ammonia_crystal = "ammonia-crystal"
+    ammonia_liquid = "ammonia-liquid"
+    ammonia_reoriented = "ammonia-reoriented"
+    ammonia_turned = "ammonia-turned"
+    ammonia_c3_scan = "ammonia-c3-scan"
+    path = "path"
+    liquid = "liquid"
+    displaced = "displaced"
+
+
+class Dispersion(str, Enum):
+    d3bj = "d3bj"
+    d3zero = "d3zero"
+    none = "none"
+
+
+class Spectrum(str, Enum):
+    ir = "ir"
+    ins = "ins"
+
+
+class Correction(str, Enum):
+    harmonic = "harmonic"
+    standard = "standard"
+    none = "none"
+
+
 def _show_version(show: bool) -> None:
     if show:
-        from legato.training.modelfile import versions
+        from legato.modelfile import versions
 
         v = versions()
         typer.echo(f"legato-pimd {v.pop('legato')} (" + ", ".join(f"{name} {version}" for name, version in v.items()) + ")")
@@ -62,18 +101,32 @@ def require_fraction(**fractions: float) -> None:
             fail(f"{_flag(name)} {value}: give a fraction from 0 up to (not including) 1")
 
 
-def write_frames(path: Path, frames) -> None:
-    """Write frames as extxyz, making the file's folder if it is new."""
-    import ase.io
+def _require_device(device: str) -> None:
+    """A one-line error unless this torch can run models on ``device``."""
+    from legato.potential import torch_device
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ase.io.write(path, frames, format="extxyz")
+    try:
+        torch_device(device)
+    except ValueError as exc:
+        fail(f"--device: {exc}")
+
+
+def _model_or_default(model: Optional[Path]) -> Path:
+    from legato.shipped import default_model
+
+    try:
+        return Path(model or default_model())
+    except FileNotFoundError as exc:
+        fail(str(exc))
 
 
 @app.command()
 def structures(
     output: Path = typer.Argument(..., help="extxyz file to write"),
-    kind: str = typer.Option("ammonia-initial", help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced) | path (between the first two frames of --between, displaced) | liquid (boxes of --molecule, displaced) | displaced (the frames of --source in turn, displaced)"),
+    kind: StructureKind = typer.Option(
+        StructureKind.ammonia_initial,
+        help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced) | path (between the first two frames of --between, displaced) | liquid (boxes of --molecule, displaced) | displaced (the frames of --source in turn, displaced)",
+    ),
     n: int = typer.Option(120, "-n", "--n", help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
     a: float = typer.Option(5.13, help="phase-I lattice constant, A"),
     repeat: int = typer.Option(1, help="supercell repeat along each axis"),
@@ -87,45 +140,15 @@ def structures(
     seed: int = typer.Option(0),
 ):
     """Write starting structures (crystal, liquid, thermally displaced sets)."""
-
-    from legato.analysis.ipi_io import read_structures
-    from legato.training import structures as st
+    from legato.fileio import write_frames
+    from legato.training.structures import structure_set
 
     require_counts(n=n, repeat=repeat, molecules=molecules)
     require_positive(a=a, density=density)
-    if kind == "ammonia-initial":
-        frames = st.ammonia_initial_set(n_crystal=2 * n // 3, n_liquid=n - 2 * n // 3, seed=seed)
-    elif kind == "ammonia-crystal":
-        frames = [st.ammonia_phase_i(a, (repeat,) * 3)]
-    elif kind == "ammonia-liquid":
-        frames = [st.molecular_liquid("NH3", molecules, density, seed=seed)]
-    elif kind == "ammonia-reoriented":
-        frames = st.ammonia_reoriented_set(n, seed=seed)
-    elif kind == "ammonia-turned":
-        frames = st.ammonia_turned_set(n, seed=seed)
-    elif kind == "ammonia-c3-scan":
-        frames = st.ammonia_c3_scan(a=a)
-    elif kind == "path":
-        if between is None or not between.exists():
-            fail("--kind path needs --between FILE, a structure file whose first two frames are the end points")
-        ends = read_structures(between)[:2]
-        if len(ends) < 2:
-            fail(f"{between}: --kind path needs two frames, found {len(ends)}")
-        try:
-            frames = st.path_between(ends[0], ends[1], n, stdev=stdev, overshoot=overshoot, seed=seed)
-        except ValueError as exc:
-            fail(f"{between}: {exc}")
-    elif kind == "liquid":
-        try:
-            frames = st.liquid_set(molecule, n, molecules, density, stdev=stdev, seed=seed)
-        except (ValueError, RuntimeError) as exc:
-            fail(str(exc))
-    elif kind == "displaced":
-        if source is None or not source.exists():
-            fail("--kind displaced needs --source FILE, a structure file (CIF, extxyz, i-PI xyz, ...)")
-        frames = st.displaced_set(read_structures(source), n, stdev=stdev, seed=seed)
-    else:
-        fail(f"unknown kind '{kind}' (use ammonia-initial, ammonia-crystal, ammonia-liquid, ammonia-reoriented, ammonia-turned, ammonia-c3-scan, path, liquid or displaced)")
+    try:
+        frames = structure_set(kind.value, n, a, repeat, molecules, density, molecule, source, between, stdev, overshoot, seed)
+    except ValueError as exc:
+        fail(str(exc))
     write_frames(output, frames)
     typer.echo(f"wrote {len(frames)} frame(s) to {output}")
 
@@ -135,15 +158,19 @@ def label(
     input: Path = typer.Argument(..., help="structures (any ASE-readable file, periodic)"),
     output: Path = typer.Argument(..., help="labelled extxyz data set (appended, resumable)"),
     xc: str = typer.Option("pbe"),
-    basis: str = typer.Option("gth-dzvp"),
+    basis: str = typer.Option(CONVERGED["basis"], help="GTH basis (the convergence study's choice; gth-dzvp is the data shipped before it)"),
     pseudo: str = typer.Option("gth-pbe"),
-    dispersion: str = typer.Option("d3bj", help="d3bj | d3zero | none"),
-    ke_cutoff: Optional[float] = typer.Option(None, help="plane-wave cutoff, hartree (default: PySCF's)"),
-    wannier_order: int = typer.Option(2, help="Berry-phase estimator: 1 = Resta/Silvestrelli (CP2K), 2 = G and 2G extrapolated (Boys centres to O(1/L^4))"),
+    dispersion: Dispersion = typer.Option(Dispersion.d3bj),
+    ke_cutoff: Optional[float] = typer.Option(None, help="PySCF's plane-wave cutoff, hartree (default: PySCF's)"),
+    wannier_order: int = typer.Option(CONVERGED["wannier_order"], min=1, max=2, help="Berry-phase estimator: 1 = Resta/Silvestrelli (CP2K's), 2 = G and 2G extrapolated (Boys centres to O(1/L^4); PySCF only)"),
+    min_cell_length: float = typer.Option(CONVERGED["min_cell_length"], help="A: frames thinner than this are labelled at the Gamma point of a supercell this wide (0 = each frame's own cell)"),
+    code: str = typer.Option(CONVERGED["code"], help="pyscf | cp2k | auto (CP2K where installed: same labels, 3-4x faster)"),
     limit: Optional[int] = typer.Option(None, help="label at most this many new frames"),
     progress: bool = typer.Option(True, help="show the progress bar (the line per frame is printed either way)"),
 ):
-    """DFT energies, forces and Wannier centres with PySCF (resumes where it stopped).
+    """DFT energies, forces and Wannier centres with CP2K or PySCF (resumes where it stopped).
+
+    Defaults are the converged protocol of docs/convergence.md.
 
     Prints one line per frame: labelled (seconds) or skipped (why;
     the reason is kept beside the output).
@@ -152,10 +179,11 @@ def label(
 
     if not input.exists():
         fail(f"{input}: no such structure file")
-    if wannier_order not in (1, 2):
-        fail(f"--wannier-order {wannier_order}: use 1 or 2")
     require_counts(limit=limit)
-    settings = DFTSettings(xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion == "none" else dispersion, ke_cutoff=ke_cutoff, wannier_order=wannier_order)
+    settings = DFTSettings(
+        xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion is Dispersion.none else dispersion.value, ke_cutoff=ke_cutoff,
+        wannier_order=wannier_order, min_cell_length=min_cell_length, code=code,
+    )
     try:
         counts = label_file(input, output, settings, progress=progress, limit=limit)
     except ValueError as exc:
@@ -174,58 +202,22 @@ def select(
     n: int = typer.Option(20, "-n", "--n", help="how many frames to pick, from all files together"),
     cell: Optional[float] = typer.Option(None, help="cubic cell edge (A) for frames that carry none (i-PI xyz frames carry theirs)"),
     min_separation: int = typer.Option(5, help="minimum index distance between frames picked from one file (decorrelation)"),
-    skip: int = typer.Option(0, help="leave out the first SKIP frames of each file (equilibration; every bead of a PIMD run starts from the same structure)"),
+    skip: int = typer.Option(0, min=0, help="leave out the first SKIP frames of each file (equilibration; every bead of a PIMD run starts from the same structure)"),
 ):
     """Active learning: pick the frames where a committee of models disagrees most (then `legato label`)."""
-    import glob
+    from legato.fileio import write_frames
+    from legato.training.select import committee_select
 
-    import numpy as np
-
-    from legato.analysis.ipi_io import read_structures
-    from legato.training.dataset import frame_key
-    from legato.training.potential import ModelPotential
-    from legato.training.select import force_disagreement, select_frames
-
-    if len(models) < 2:
-        fail("a committee needs at least two models")
-    if len({m.resolve() for m in models}) < len(models):
-        fail("the committee lists a model file twice: give distinct models (e.g. trained with seed=0,1,2)")
     require_counts(n=n, min_separation=min_separation)
     require_positive(cell=cell)
-    if skip < 0:
-        fail(f"--skip {skip}: give 0 or more frames")
-    paths = []
-    for pattern in frames:
-        if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern))
-        else:
-            matches = [pattern] if Path(pattern).exists() else []
-        if not matches:
-            fail(f"{pattern}: no such file")
-        paths += [Path(m) for m in matches]
-    candidates, sources, seen = [], [], set()
-    for path in paths:
-        for index, atoms in enumerate(read_structures(path)[skip:], start=skip):
-            if cell is not None:
-                atoms.set_cell(np.eye(3) * cell)
-                atoms.pbc = True
-            key = frame_key(atoms)
-            if key in seen:  # e.g. the starting structure, step 0 of every bead
-                continue
-            seen.add(key)
-            atoms.info.update(selected_from=str(path), selected_index=index)  # provenance, kept by `legato label`
-            candidates.append(atoms)
-            sources.append(str(path))
-    if not candidates:
-        fail(f"no frames left in {', '.join(map(str, paths))} after --skip {skip}")
-    potentials = [ModelPotential.from_file(m) for m in models]
-    scores = force_disagreement(potentials, candidates)
-    picked = select_frames(scores, n, min_separation, groups=sources)
-    for i in picked:
-        candidates[i].info["committee_force_spread"] = round(float(scores[i]), 4)
-    write_frames(output, [candidates[i] for i in picked])
+    try:
+        picked = committee_select(models, frames, n, min_separation, skip, cell)
+    except ValueError as exc:
+        fail(str(exc))
+    write_frames(output, picked["frames"])
+    low, high = picked["spread"]
     typer.echo(
-        f"{output}: {len(picked)} of {len(candidates)} frames from {len(paths)} file(s), committee force spread {scores[picked].min():.3f}-{scores[picked].max():.3f} eV/A"
+        f"{output}: {len(picked['frames'])} of {picked['candidates']} frames from {len(picked['files'])} file(s), committee force spread {low:.3f}-{high:.3f} eV/A"
     )
 
 
@@ -237,33 +229,17 @@ def merge(
     max_force: float = typer.Option(25.0, help="drop frames with any force component above this (eV/A)"),
 ):
     """Merge labelled data sets, dropping frames far outside thermal sampling and repeated frames; validates the rest."""
-    import numpy as np
+    from legato.fileio import write_frames
+    from legato.training.merge import merge_datasets
 
-    from legato.training.dataset import DatasetError, closest_approach, frame_key, load_dataset, validate_frames
-
-    if output.resolve() in {p.resolve() for p in inputs}:
-        fail(f"{output}: also an input; write the merge to a new file")
-    kept, dropped, seen, duplicates = [], 0, set(), 0
     try:
-        for path in inputs:
-            for atoms in load_dataset(path):
-                if closest_approach(atoms) < min_distance or np.abs(atoms.get_forces()).max() > max_force:
-                    dropped += 1
-                    continue
-                key = frame_key(atoms)
-                if key in seen:  # e.g. every bead of a PIMD run at step 0 is the starting structure
-                    duplicates += 1
-                    continue
-                seen.add(key)
-                atoms.info["source_file"] = path.name
-                kept.append(atoms)
-        validate_frames(kept, name=str(output))
-    except DatasetError as exc:
+        merged = merge_datasets(inputs, output, min_distance, max_force)
+    except ValueError as exc:  # DatasetError too
         fail(str(exc))
-    write_frames(output, kept)
+    write_frames(output, merged["frames"])
     typer.echo(
-        f"{output}: {len(kept)} frames kept, {dropped} dropped (closest approach < {min_distance} A or |F| > {max_force} eV/A), "
-        f"{duplicates} duplicates dropped (same species, positions and cell)"
+        f"{output}: {len(merged['frames'])} frames kept, {merged['dropped']} dropped (closest approach < {min_distance} A or |F| > {max_force} eV/A), "
+        f"{merged['duplicates']} duplicates dropped (same species, positions and cell)"
     )
 
 
@@ -280,14 +256,13 @@ def train(
     Resumes from <output_dir>/checkpoints/last.ckpt if present; writes
     <output_dir>/model.legato.pt with metadata and test errors.
     """
-    from legato.training.dataset import DatasetError
     from legato.training.train import load_config
     from legato.training.train import train as run_training
 
     try:
         cfg = load_config(config, overrides or [])
         model_file = run_training(cfg, progress=progress)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # DatasetError too
         fail(str(exc))
     _print_model(model_file)
 
@@ -300,22 +275,16 @@ def evaluate(
     group_by: Optional[str] = typer.Option(None, help="also print the errors for each value of this info key (e.g. source_file: where the errors are)"),
 ):
     """Test errors of a model on labelled frames (energy, forces, net force on each molecule, Wannier centres, dipoles)."""
-    from legato.training.dataset import DatasetError, load_dataset
-    from legato.training.evaluate import energy_profile, errors_by_group, errors_of, predict_frames
-    from legato.training.modelfile import ModelFileError, load_model
-    from legato.training.potential import ModelPotential
+    from legato.training.evaluate import evaluate_file
 
     try:
-        net, meta = load_model(model)
-        frames = load_dataset(data, meta["type_names"])
-        pred = predict_frames(ModelPotential(net, meta), frames)
-        profile = energy_profile(frames, pred, by) if by else []
-    except (ModelFileError, DatasetError, ValueError) as exc:
+        result = evaluate_file(model, data, by, group_by)
+    except ValueError as exc:  # ModelFileError, DatasetError too
         fail(str(exc))
-    for key, value in errors_of(frames, pred).items():
+    for key, value in result["errors"].items():
         typer.echo(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
-    if group_by:
-        groups = errors_by_group(frames, pred, group_by)
+    groups, profile = result["groups"], result["profile"]
+    if groups:
         width = max(len(group_by), *map(len, groups))
         typer.echo(f"{group_by:>{width}} {'frames':>6} {'E (meV/atom)':>12} {'F MAE (meV/A)':>13} {'F mol (meV/A)':>13} {'W (A)':>8}")
         for value, e in groups.items():
@@ -342,7 +311,7 @@ def export(run_dir: Path = typer.Argument(..., help="a training output_dir (with
 
 
 def _print_model(path: Path) -> None:
-    from legato.training.modelfile import read_model_file
+    from legato.modelfile import read_model_file
 
     content = read_model_file(path)
     meta, arch = content["metadata"], content["model_config"]
@@ -366,27 +335,7 @@ def _print_model(path: Path) -> None:
 @app.command()
 def info(model: Path = typer.Argument(..., help="a .legato.pt model file")):
     """Show a model file's metadata and test errors."""
-    from legato.training.modelfile import ModelFileError
-
-    try:
-        _print_model(model)
-    except ModelFileError as exc:
-        fail(str(exc))
-
-
-def _potential_spec(spec: str, symbols):
-    """'harmonic:k=0.5' or 'morse:D=4,a=2,r0=1,pairs=0-1' -> an analytic potential (eV, A)."""
-    from legato.driver.analytic import HarmonicPotential, MorsePotential
-
-    name, _, args = spec.partition(":")
-    kwargs = dict(kv.split("=") for kv in args.split(",") if kv)
-    charges = [float(q) for q in kwargs.pop("charges").split("/")] if "charges" in kwargs else None
-    if name == "harmonic":
-        return HarmonicPotential(k=float(kwargs["k"]), charges=charges)
-    if name == "morse":
-        pairs = [tuple(int(i) for i in p.split("-")) for p in kwargs.pop("pairs").split("/")]
-        return MorsePotential(pairs, float(kwargs["D"]), float(kwargs["a"]), float(kwargs["r0"]), charges=charges)
-    raise ValueError(f"unknown analytic potential '{name}' (use harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1/0-2)")
+    _print_model(model)  # a ModelFileError is one line (main)
 
 
 ATOMS_PER_CALL_HELP = (
@@ -394,37 +343,11 @@ ATOMS_PER_CALL_HELP = (
     " (default on a CPU 64, the fastest in a timing on 2 CPU cores: README, Performance; on a GPU all beads in one call)"
 )
 DEVICE_HELP = "where the model runs: cpu, cuda or cuda:N (a torch build with CUDA)"
-
-
-def _require_device(device: str) -> None:
-    """A one-line error unless this torch can run models on ``device``."""
-    from legato.training.potential import torch_device
-
-    try:
-        torch_device(device)
-    except ValueError as exc:
-        fail(f"--device: {exc}")
-
-
 COMPILE_HELP = (
     "torch.compile the model: PIMD steps about 2x faster on a CPU after 1-2 min of compiling"
     " (cached for later runs; README, Performance); worth it for runs of more than a few minutes; needs g++"
 )
-
-
-def _make_driver(structure, model=None, potential: Optional[str] = None, periodic: bool = True, atoms_per_call: Optional[int] = None, compile_model: bool = False, device: str = "cpu"):
-    """The i-PI PES for a model file, or for an analytic potential spec (then ``model`` is unused)."""
-    from legato.driver.pes import LegatoDriver
-
-    if potential:
-        import ase.io
-
-        symbols = ase.io.read(structure).get_chemical_symbols()
-        return LegatoDriver(potential=_potential_spec(potential, symbols), symbols=symbols, periodic=periodic)
-    driver = LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model, device=device)
-    if compile_model:  # after the driver's checks: a refused --compile says only why
-        typer.echo("torch.compile: the first step with two or more beads compiles the model (1-2 min; later runs reuse the cache)", err=True)
-    return driver
+POTENTIAL_HELP = "an analytic potential instead of a model: harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1"
 
 
 @app.command()
@@ -434,7 +357,7 @@ def serve(
     unix: Optional[str] = typer.Option(None, "-u", "--unix", help="i-PI unix socket NAME (/tmp/ipi_NAME)"),
     inet: Optional[str] = typer.Option(None, "-i", "--inet", help="i-PI inet socket HOST:PORT"),
     periodic: bool = typer.Option(True, help="use i-PI's cell (off for molecules in vacuum)"),
-    potential: Optional[str] = typer.Option(None, help="serve an analytic potential instead: harmonic:k=K or morse:D=..,a=..,r0=..,pairs=0-1"),
+    potential: Optional[str] = typer.Option(None, help=POTENTIAL_HELP),
     reconnect: float = typer.Option(120.0, help="after i-PI disconnects, wait this long (s) for it to come back"),
     connect_wait: float = typer.Option(60.0, help="wait this long (s) for i-PI to open its socket"),
     atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
@@ -444,30 +367,38 @@ def serve(
     """Serve a model's forces and per-bead dipoles to i-PI (batched when i-PI batches)."""
     import logging
 
-    from legato.driver.checks import InputError
     from legato.driver.client import serve as serve_ipi
-    from legato.training.modelfile import ModelFileError
+    from legato.driver.pes import make_driver
 
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     if (unix is None) == (inet is None):
         fail("give exactly one of --unix NAME or --inet HOST:PORT")
+    host, _, port = (inet or "").rpartition(":")
+    if inet is not None and not port.isdigit():
+        fail(f"--inet needs HOST:PORT, got '{inet}'")
     try:
-        driver = _make_driver(structure, None if potential else model or default_model(), potential, periodic, atoms_per_call, compile_model, device)
+        driver = make_driver(structure, None if potential else _model_or_default(model), potential, periodic, atoms_per_call, compile_model, device)
         if unix is not None:
             outcome = serve_ipi(driver, unix, unix=True, reconnect_wait=reconnect, connect_wait=connect_wait)
         else:
-            host, _, port = inet.rpartition(":")
-            if not port.isdigit():
-                fail(f"--inet needs HOST:PORT, got '{inet}'")
             outcome = serve_ipi(driver, host or "localhost", int(port), unix=False, reconnect_wait=reconnect, connect_wait=connect_wait)
-    except (InputError, ModelFileError, TimeoutError, ValueError, FloatingPointError, FileNotFoundError) as exc:
+    except (TimeoutError, ValueError, FloatingPointError, FileNotFoundError) as exc:  # InputError, ModelFileError too
         fail(str(exc))
     typer.echo(f"served {driver.frames} structures in {driver.calls} model calls; i-PI {'finished' if outcome == 'exit' else 'disconnected'}")
     if outcome != "exit":
         raise typer.Exit(3)
 
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "ipi_inputs"
+def _serve_command(model_path: Optional[str], potential: Optional[str], periodic: bool, atoms_per_call: Optional[int], compile_model: bool, device: str) -> list[str]:
+    """The `legato serve` command of a run's extra driver processes (run in the run folder)."""
+    cmd = [sys.executable, "-m", "legato.cli", "serve", *(["--potential", potential] if potential else [model_path or ""]), "--reconnect", "0"]
+    if not periodic:
+        cmd.append("--no-periodic")
+    if atoms_per_call is not None:
+        cmd += ["--atoms-per-call", str(atoms_per_call)]
+    if compile_model:
+        cmd.append("--compile")
+    return cmd + ["--device", device]
 
 
 @app.command()
@@ -475,7 +406,7 @@ def run(
     template: Path = typer.Argument(..., help="i-PI XML (a file in ipi_inputs/ or your own)"),
     output: Path = typer.Option(..., "-o", "--output", help="run directory (run again to resume)"),
     model: Optional[Path] = typer.Option(None, "-m", "--model", help="model file (default: the shipped SAM model)"),
-    potential: Optional[str] = typer.Option(None, help="analytic potential instead of a model: harmonic:k=K | morse:..."),
+    potential: Optional[str] = typer.Option(None, help=POTENTIAL_HELP),
     beads: Optional[int] = typer.Option(None, help="number of beads (1 = classical)"),
     temperature: Optional[float] = typer.Option(None, help="K"),
     steps: Optional[int] = typer.Option(None, help="total MD steps"),
@@ -492,82 +423,61 @@ def run(
     progress: bool = typer.Option(True),
 ):
     """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART."""
-    from legato.driver.checks import InputError
+    from legato.driver.pes import make_driver
     from legato.driver.run import RunSettings, run_simulation
-    from legato.training.modelfile import ModelFileError, read_model_file
+    from legato.modelfile import read_model_file
+    from legato.shipped import template as find_template
 
-    if not template.exists() and (TEMPLATES / template).exists():
-        template = TEMPLATES / template
-    if not template.exists():
-        fail(f"{template}: no such i-PI input (templates are in {TEMPLATES})")
+    try:
+        template = find_template(template)
+    except FileNotFoundError as exc:
+        fail(str(exc))
     if structure is not None and not structure.exists():
         fail(f"{structure}: no such structure file")
     _require_device(device)
     require_counts(beads=beads, steps=steps, stride=stride, drivers=drivers)
     require_positive(temperature=temperature, timestep=timestep)
-    model_path = str(Path(model or default_model()).resolve()) if potential is None else None  # helpers run in the run folder
+    model_path = str(_model_or_default(model).resolve()) if potential is None else None  # helpers run in the run folder
     if model_path:
-        try:
-            read_model_file(model_path)  # a bad model file fails here, before the run folder is made
-        except ModelFileError as exc:
-            fail(str(exc))
+        read_model_file(model_path)  # a bad model file fails here (one line, main), before the run folder is made
     settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
 
     def factory(structure_in_run):
-        return _make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model, device)
+        return make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model, device)
 
-    extra = [sys.executable, "-m", "legato.cli", "serve", model_path or "", "--reconnect", "0"]
-    if potential:
-        extra = [sys.executable, "-m", "legato.cli", "serve", "--potential", potential, "--reconnect", "0"]
-    if not periodic:
-        extra.append("--no-periodic")
-    if atoms_per_call is not None:
-        extra += ["--atoms-per-call", str(atoms_per_call)]
-    if compile_model:
-        extra.append("--compile")
-    extra += ["--device", device]
+    extra = _serve_command(model_path, potential, periodic, atoms_per_call, compile_model, device)
     try:
         run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress)
-    except (InputError, ModelFileError, FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:  # InputError, ModelFileError too
         fail(str(exc))
     typer.echo(f"done: outputs in {run_dir}")
 
 
 @app.command()
 def spectrum(
-    kind: str = typer.Argument(..., help="ir | ins"),
+    kind: Spectrum = typer.Argument(..., help="ir | ins"),
     run_dir: Path = typer.Argument(..., help="an i-PI run directory (from `legato run`, or with its input.xml)"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write CSV/PNG (default: the run directory)"),
-    correction: str = typer.Option("harmonic", help="IR quantum correction: harmonic | standard | none"),
+    correction: Correction = typer.Option(Correction.harmonic, help="IR quantum correction: harmonic | standard | none"),
     equilibration: float = typer.Option(0.2, help="fraction of frames dropped at the start"),
     final_energy: float = typer.Option(3.5, help="INS: analyser final energy, meV (VISION 3.5)"),
     resolution: float = typer.Option(0.012, help="INS: FWHM / energy transfer (VISION ~1.2%)"),
 ):
     """IR (dipole ACF) or INS (H-weighted VDOS, VISION kinematics) spectrum of a run."""
-    from legato.analysis.ipi_io import TrajectoryError
-    from legato.analysis.nqe import plot_overlay
-    from legato.analysis.pipeline import ins_of_run, ir_of_run
+    from legato.analysis.nqe import low_frequency_line
+    from legato.analysis.pipeline import spectrum_of_run
 
     require_fraction(equilibration=equilibration)
     require_positive(final_energy=final_energy, resolution=resolution)
-    out = output or run_dir
     try:
-        if kind == "ir":
-            r = ir_of_run(run_dir, out, correction=correction, equilibration=equilibration)
-            x, y, label = r["spectrum"]["wavenumber"], r["spectrum"]["intensity_norm"], "IR absorption (normalised)"
-        elif kind == "ins":
-            r = ins_of_run(run_dir, out, equilibration=equilibration, final_energy_mev=final_energy, relative_resolution=resolution)
-            x, y, label = r["spectrum"]["wavenumber"], r["spectrum"]["total"], "S(Q, E) along VISION lines (normalised)"
-        else:
-            fail(f"unknown spectrum '{kind}' (use ir or ins)")
-    except (TrajectoryError, FileNotFoundError, ValueError) as exc:
+        r = spectrum_of_run(kind.value, run_dir, output, correction.value, equilibration, final_energy, resolution)
+    except (FileNotFoundError, ValueError) as exc:  # TrajectoryError too
         fail(str(exc))
-    figure = plot_overlay(Path(out) / f"{kind}.png", {run_dir.name: (x, y)}, "wavenumber (cm$^{-1}$)", label, f"{kind.upper()} spectrum", xlim=(0, 4000))
-    typer.echo(f"{kind.upper()}: {r['csv']} and {figure}")
+    typer.echo(f"{kind.value.upper()}: {r['csv']} and {r['figure']}")
     for p in r["peaks"]:
         typer.echo(f"  peak {p.position:7.1f} +- {p.error:4.1f} cm^-1  (height {p.height:.2f})")
-    if kind == "ins":
-        typer.echo(_low_frequency_line({run_dir.name: r["spectrum"]["low_frequency_share"]}))
+    if kind is Spectrum.ins:
+        typer.echo(low_frequency_line({run_dir.name: r["spectrum"]["low_frequency_share"]}))
 
 
 @app.command()
@@ -578,18 +488,19 @@ def nqe(
     equilibration: float = typer.Option(0.2),
 ):
     """Nuclear quantum effects: IR and INS of classical vs PIMD runs, peak shifts (CSV) and figures (PNG)."""
-    from legato.analysis.ipi_io import TrajectoryError
     from legato.analysis.pipeline import compare_runs
 
     require_fraction(equilibration=equilibration)
     try:
         result = compare_runs(classical, pimd, output, equilibration)
-    except (TrajectoryError, FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # TrajectoryError too
         fail(str(exc))
     _print_nqe(result)
 
 
 def _print_nqe(result: dict) -> None:
+    from legato.analysis.nqe import low_frequency_line
+
     for kind, r in result.items():
         typer.echo(f"{kind.upper()}: figure {r['figure']}, table {r['table']}")
         for row in r["rows"]:
@@ -597,49 +508,7 @@ def _print_nqe(result: dict) -> None:
                 f"  {row['classical_cm-1']:7.1f} -> {row['pimd_cm-1']:7.1f} cm^-1   shift {row['shift_cm-1']:+7.1f} +- {row['shift_err']:.1f} ({row['shift_percent']:+.1f}%)"
             )
         if "low_frequency_share" in r:
-            typer.echo(_low_frequency_line(r["low_frequency_share"]))
-
-
-def _low_frequency_line(shares: dict) -> str:
-    """One line: each run's per-species DOS share below LOW_FREQUENCY_CM."""
-    from legato.analysis.ins import LOW_FREQUENCY_CM
-
-    runs = ", ".join(f"{run} " + " ".join(f"{s} {100 * v:.1f}%" for s, v in by_species.items()) for run, by_species in shares.items())
-    return f"  DOS share below {LOW_FREQUENCY_CM:.0f} cm^-1: {runs} (a crystal has almost none; more is diffusion, rotational hopping or a soft mode)"
-
-
-#: DOS share below LOW_FREQUENCY_CM (60 cm^-1) above which `legato demo` warns that its crystal is not behaving as one
-#: (N in the TRPMD run of the quick demo: shipped SAM model 0.3%, round 9's sam_s9, whose quantum crystal goes soft, 6.7%; models/README.md)
-LOW_FREQUENCY_ALARM = 0.03
-
-
-def low_frequency_warning(shares: dict) -> str | None:
-    """A warning when any run's DOS share below LOW_FREQUENCY_CM exceeds LOW_FREQUENCY_ALARM (else None)."""
-    from legato.analysis.ins import LOW_FREQUENCY_CM
-
-    worst = max(v for by_species in shares.values() for v in by_species.values())
-    if worst <= LOW_FREQUENCY_ALARM:
-        return None
-    return f"warning: {100 * worst:.1f}% of a DOS lies below {LOW_FREQUENCY_CM:.0f} cm^-1: with this model the crystal diffuses, hops or goes soft; its low-energy INS is no lattice spectrum"
-
-
-DEMO = {
-    # steps of 0.5 fs; frames every 2 steps (1 fs); equilibration steps precede each run
-    "quick": {"structure": "nh3_phase_i.xyz", "equilibration": 1000, "classical": 10000, "pimd": 4000, "beads": 8},
-    "production": {"structure": "nh3_phase_i_2x2x2.xyz", "equilibration": 4000, "classical": 40000, "pimd": 40000, "beads": 32},
-}
-
-
-def _relaxed_start(structure: Path, model_path: Path, path: Path) -> Path:
-    """``structure`` relaxed with the model at fixed cell, written once to ``path`` (i-PI xyz)."""
-    from legato.analysis.ipi_io import read_frames, write_structure
-    from legato.training.potential import LegatoCalculator, ModelPotential, relaxed
-
-    if not path.exists():
-        start = relaxed(read_frames(structure)[0], LegatoCalculator(potential=ModelPotential.from_file(model_path)))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_structure(path.with_suffix(".tmp"), start, f"{structure.name} relaxed with {model_path.name}").replace(path)
-    return path
+            typer.echo(low_frequency_line(r["low_frequency_share"]))
 
 
 @app.command()
@@ -659,40 +528,19 @@ def demo(
     Quick settings (default): 16-atom cell, equilibration 0.5 ps, classical 5 ps,
     TRPMD 8 beads 2 ps. Runs resume if interrupted; finished runs are reused.
     """
+    from legato.analysis.nqe import low_frequency_warning
     from legato.analysis.pipeline import compare_runs
-    from legato.driver.run import RunSettings, is_finished, run_simulation
+    from legato.driver.demo import demo_runs
 
-    from legato.training.dataset import file_sha256
-
-    plan = DEMO["production" if production else "quick"]
-    model_path = Path(model or default_model())
+    model_path = _model_or_default(model)
     _require_device(device)
     require_positive(temperature=temperature)
     _print_model(model_path)
-    if (output / "classical").exists() and not (output / "study.json").exists():
-        fail(f"{output} holds runs of an older legato demo (no relaxed, equilibrated start): -o a new folder, or delete it")
-    _check_study(output, {"model_sha256": file_sha256(model_path), "temperature": temperature, "production": production, "start": "relaxed, equilibrated"})
-    try:
-        start = _relaxed_start(TEMPLATES / plan["structure"], model_path, output / "start.xyz")
-    except RuntimeError as exc:
+    try:  # the runs (driver stage), then their spectra (analysis stage)
+        runs = demo_runs(output, model_path, temperature, production, compile_model, device, progress, log=typer.echo)
+    except (RuntimeError, FileNotFoundError, ValueError, TimeoutError) as exc:
         fail(str(exc))
-    factory = lambda s: _make_driver(s, model_path, compile_model=compile_model, device=device)  # noqa: E731
-    runs = []
-    for name, template, beads, seed in (("classical", "nh3_solid_classical_nvt.xml", 1, 1), ("pimd", "nh3_solid_trpmd.xml", plan["beads"], 2)):
-        equilibration = output / f"{name}_equilibration"
-        common = dict(nbeads=beads, temperature=temperature, structure=start)
-        runs.append((equilibration, "equilibrate_nvt.xml", RunSettings(**common, total_steps=plan["equilibration"], seed=seed + 100)))
-        runs.append((output / name, template, RunSettings(**common, total_steps=plan[name], stride=2, seed=seed, start=equilibration / "RESTART")))
-    for run_dir, template, settings in runs:
-        if is_finished(run_dir):
-            typer.echo(f"{run_dir.name}: already finished in {run_dir}")
-            continue
-        typer.echo(f"{run_dir.name}: {template}, {settings.nbeads} bead(s), {settings.total_steps} steps at {temperature:.0f} K -> {run_dir}")
-        try:
-            run_simulation(TEMPLATES / template, run_dir, factory, settings, progress=progress)
-        except (RuntimeError, FileNotFoundError, ValueError) as exc:
-            fail(str(exc))
-    result = compare_runs(output / "classical", output / "pimd", output / "spectra", equilibration=0.0)
+    result = compare_runs(runs["classical"], runs["pimd"], output / "spectra", equilibration=0.0)
     _print_nqe(result)
     typer.echo(f"figures: {result['ir']['figure']}  {result['ins']['figure']}")
     warning = low_frequency_warning(result["ins"]["low_frequency_share"])
@@ -700,114 +548,12 @@ def demo(
         typer.echo(warning, err=True)
 
 
-SUPERCELLS = {1: (1, 1, 1), 2: (2, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2), 16: (4, 2, 2), 27: (3, 3, 3)}
-
-
-def _check_study(out: Path, study: dict) -> None:
-    """Record a study's settings (failure study, demo) in ``out``; refuse to resume it with other settings."""
-    import json
-
-    out.mkdir(parents=True, exist_ok=True)
-    record = out / "study.json"
-    if record.exists():
-        before = json.loads(record.read_text())
-        differ = {k: (before.get(k), v) for k, v in study.items() if before.get(k) != v}
-        if differ:
-            fail(f"{out} holds a study with other settings {differ} (before, now): pass the same ones to resume, or -o a new folder")
-    else:
-        record.write_text(json.dumps(study, indent=1))
-
-
 CONTACT_CHECKS_HELP = (
     "a close contact (below 0.6 A) is a failure once it lasts this many consecutive checks "
     "(5 steps apart); hot collisions bounce back within one"
 )
-
 WORKERS_HELP = "trajectories run side by side, one process each (up to the number of cores); each keeps its seed, so a study may resume with another count"
-
-
 STRUCTURE_HELP = "unit cell to multiply (CIF, extxyz, i-PI xyz; last frame; default: ammonia phase I, a = 5.13 A)"
-
-
-def _unit_cell(structure: Optional[Path]):
-    """The crystal to simulate (failure study, orientation check): ``structure``'s last frame, or phase I."""
-    from legato.analysis.ipi_io import read_structures
-    from legato.training.structures import ammonia_phase_i
-
-    if structure is None:
-        return ammonia_phase_i(5.13)
-    if not structure.exists():
-        fail(f"{structure}: no such structure file")
-    unit = read_structures(structure)[-1]
-    if unit.cell.volume < 1e-6 or not unit.pbc.all():
-        fail(f"{structure}: give a periodic structure with a 3D cell (a crystal or a liquid box)")
-    return unit
-
-
-def _failure_study(model_path: Path, out: Path, sizes: str, seeds: int, temperature: float, max_steps: int, contact_checks: int, workers: int = 1, progress: bool = True, structure: Optional[Path] = None, device: str = "cpu"):
-    """Run (or resume) the failure trajectories of one model on supercells of ``structure``; returns the results."""
-    from dataclasses import asdict
-    from functools import partial
-
-    from tqdm import tqdm
-
-    from legato.analysis.robustness import FailureCriteria, append_result, load_results, run_trajectories
-    from legato.training.dataset import file_sha256
-    from legato.training.modelfile import read_model_file
-    from legato.training.potential import LegatoCalculator
-    from legato.training.structures import order_by_species
-
-    multipliers = [int(k) for k in sizes.split(",")]
-    unknown = [k for k in multipliers if k not in SUPERCELLS]
-    if unknown:
-        fail(f"--sizes {unknown} not available; use cell multipliers from {sorted(SUPERCELLS)}")
-    require_counts(seeds=seeds, max_steps=max_steps)
-    require_positive(temperature=temperature)
-    if contact_checks < 1:
-        fail(f"--contact-checks {contact_checks}: must be at least 1 (1 = any close contact is a failure)")
-    if workers < 1:
-        fail(f"--workers {workers}: must be at least 1 (trajectories run side by side, one process each)")
-    _require_device(device)
-    read_model_file(model_path)  # an unreadable model: one-line error before the study folder is made
-    unit = _unit_cell(structure)
-    criteria = FailureCriteria(temperature=temperature, contact_checks=contact_checks)
-    study = {"model_sha256": file_sha256(model_path), "max_steps": max_steps, **asdict(criteria)}
-    if structure is not None:  # studies of the default cell keep the record they had
-        study["structure_sha256"] = file_sha256(structure)
-    _check_study(out, study)
-    results_file = out / "trajectories.jsonl"
-    done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
-    todo = [(k, 1000 * k + seed) for k in multipliers for seed in range(seeds) if (len(unit) * k, 1000 * k + seed) not in done]
-    jobs = [(order_by_species(unit.repeat(SUPERCELLS[k])), seed) for k, seed in todo]
-    finished = run_trajectories(jobs, partial(LegatoCalculator, model_file=str(model_path), device=device), criteria, max_steps, workers)
-    for result in tqdm(finished, total=len(jobs), desc=f"failure {model_path.name}", unit="traj", disable=not progress):
-        append_result(results_file, result)
-    return load_results(results_file)
-
-
-def _print_failure(label: str, results) -> tuple:
-    import numpy as np
-
-    from legato.analysis.robustness import bootstrap_beta, failure_times, per_size
-
-    times = failure_times(results)
-    beta, lo, hi = bootstrap_beta(results)
-    if not np.isfinite(beta):
-        typer.echo(f"{label}: beta undetermined (too few failures to bound it: run longer, hotter or with more seeds)")
-    elif np.isnan(lo):
-        typer.echo(f"{label}: beta = {beta:.2f}, no bootstrap interval (too few failures)")
-    else:
-        typer.echo(f"{label}: beta = {beta:.2f}, 95% interval [{lo:.2f}, {hi:.2f}]")
-    for n, (failed, total, _) in per_size(results).items():
-        typer.echo(f"  N = {n:4d}: t_failure = {_t_failure_text(results, n, times[n]):>9} steps  ({failed}/{total} trajectories failed)")
-    return beta, lo, hi
-
-
-def _t_failure_text(results, n: int, t: float) -> str:
-    """t_failure in steps, or '>' its 95% lower bound where nothing failed."""
-    from legato.analysis.robustness import failure_time_lower_bound
-
-    return f"{t:.0f}" if t != float("inf") else f">{failure_time_lower_bound(results, n):.0f}"
 
 
 @app.command()
@@ -825,12 +571,17 @@ def failure(
     progress: bool = typer.Option(True, help="show the progress bar"),
 ):
     """Time to failure vs system size and beta of t_failure = A N^-beta (resumable)."""
+    from legato.analysis.failure_study import failure_study, failure_summary
     from legato.analysis.robustness import plot_failure
 
-    model_path = Path(model or default_model())
+    model_path = _model_or_default(model)
     out = output / model_path.name.split(".")[0]
-    results = _failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure, device)
-    fit = _print_failure(model_path.name, results)
+    try:
+        results = failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure, device)
+    except ValueError as exc:  # ModelFileError too
+        fail(str(exc))
+    fit, lines = failure_summary(model_path.name, results)
+    typer.echo("\n".join(lines))
     typer.echo(f"figure: {plot_failure(out / 'failure.png', {model_path.name: results}, {model_path.name: fit})}")
 
 
@@ -843,9 +594,15 @@ def sharpness(
     steps: int = typer.Option(10, help="gradient-ascent steps per restart"),
 ):
     """Max loss increase within the rho-ball around the model's weights."""
+    from legato.analysis.sharpness import sharpness_of_file
+
     require_positive(rho=rho)
     require_counts(restarts=restarts, steps=steps)
-    typer.echo(f"sharpness(rho={rho}) = {_sharpness(model, data, rho, restarts, steps):.5g}")
+    try:
+        value = sharpness_of_file(model, data, rho, restarts, steps)
+    except ValueError as exc:  # ModelFileError, DatasetError too
+        fail(str(exc))
+    typer.echo(f"sharpness(rho={rho}) = {value:.5g}")
 
 
 @app.command()
@@ -862,28 +619,18 @@ def orientation(
     progress: bool = typer.Option(True, help="show the progress bar"),
 ):
     """Does the crystal stay orientationally ordered, and in its minimum? Classical MD; how far X-H bonds turn; then a quench."""
-    from tqdm import tqdm
-
-    from legato.analysis.orientation import orientation_run
-    from legato.analysis.quench import quench
-    from legato.training.potential import LegatoCalculator, ModelPotential
+    from legato.analysis.orientation import orientation_check
+    from legato.fileio import write_frames
 
     require_counts(repeat=repeat, steps=steps)
     require_positive(temperature=temperature)
-    model_path = Path(model or default_model())
-    atoms = _unit_cell(structure).repeat(repeat)
-    calc = LegatoCalculator(potential=ModelPotential.from_file(model_path))
-    with tqdm(total=steps, desc=f"orientation {model_path.name}", unit="step", disable=not progress) as bar:
-        try:
-            result = orientation_run(atoms, calc, temperature, steps, seed=seed, progress=lambda done: bar.update(done - bar.n))
-        except (ValueError, FloatingPointError) as exc:
-            fail(str(exc))
+    model_path = _model_or_default(model)
+    try:
+        result, quenched = orientation_check(model_path, structure, repeat, temperature, steps, seed, progress=progress)
+    except (ValueError, FloatingPointError, RuntimeError) as exc:  # ModelFileError too
+        fail(str(exc))
     ordered = result.mean_angle_deg <= max_angle
     typer.echo(f"{model_path.name}: {result.summary()} -> {'ordered' if ordered else 'NOT ordered'} (limit {max_angle:.0f} deg)")
-    try:
-        quenched = quench(atoms, result.final, calc)
-    except RuntimeError as exc:
-        fail(f"quench: {exc}")
     stayed = quenched.heavy_shift_A <= max_shift
     typer.echo(f"{model_path.name}: {quenched.summary()} -> {'same minimum' if stayed else 'ANOTHER minimum'} (limit {max_shift:.2f} A)")
     if minima is not None:
@@ -893,28 +640,11 @@ def orientation(
         raise typer.Exit(1)
 
 
-def _sharpness(model: Path, data: Path, rho: float, restarts: int = 3, steps: int = 10) -> float:
-    import torch
-
-    from legato.training.dataset import load_dataset
-    from legato.training.modelfile import load_model
-    from legato.training.potential import frames_to_batch
-    from legato.training.sharpness import model_loss, sharpness as estimate
-
-    net, meta = load_model(model)
-    net.train()  # forces must stay differentiable w.r.t. the weights (no dropout/batch norm in Allegro)
-    batch = frames_to_batch(load_dataset(data, meta["type_names"]), meta["type_names"], meta["r_max"])
-    loss = model_loss(net, batch, {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0})
-    params = [p for p in net.parameters() if p.requires_grad]
-    torch.manual_seed(0)
-    return estimate(loss, params, rho, restarts=restarts, steps=steps)
-
-
 @app.command()
 def compare(
-    model_a: Optional[Path] = typer.Argument(None, help="default: models/sam.legato.pt"),
-    model_b: Optional[Path] = typer.Argument(None, help="default: models/adam.legato.pt"),
-    data: Path = typer.Option(Path("data/nh3_dft_test.extxyz"), help="held-out frames for sharpness"),
+    model_a: Optional[Path] = typer.Argument(None, help="default: the shipped SAM model (models/sam.legato.pt)"),
+    model_b: Optional[Path] = typer.Argument(None, help="default: the shipped Adam model (models/adam.legato.pt)"),
+    data: Optional[Path] = typer.Option(None, help="held-out frames for sharpness (default: the shipped models' test frames, data/nh3_dft_test.extxyz)"),
     output: Path = typer.Option(Path("results/compare"), "-o", "--output"),
     sizes: str = typer.Option("1,2,4,8", help="supercell multipliers of the unit cell (--structure)"),
     structure: Optional[Path] = typer.Option(None, "-s", "--structure", help=STRUCTURE_HELP),
@@ -928,79 +658,43 @@ def compare(
     progress: bool = typer.Option(True, help="show the progress bars"),
 ):
     """SAM vs Adam (or any two models): test errors, speed, sharpness, t_failure(N), beta."""
-    import csv
-    import time
+    from legato.analysis.compare import compare_models
+    from legato.shipped import baseline_model, held_out_frames
 
-    from legato.analysis.robustness import failure_times, per_size, plot_failure
-    from legato.training.modelfile import read_model_file
-    from legato.training.potential import ModelPotential
-
-    models = [Path(model_a or default_model()), Path(model_b or default_model().with_name("adam.legato.pt"))]
-    _require_device(device)
-    require_positive(rho=rho)
-    atoms = _unit_cell(structure)
-    rows, series, fits = [], {}, {}
-    for path in models:
-        meta = read_model_file(path)["metadata"]
-        pot = ModelPotential.from_file(path, device=device)
-        pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
-        start = time.perf_counter()
-        for _ in range(20):
-            pot.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])
-        ms = (time.perf_counter() - start) / 20 * 1e3
-        results = _failure_study(path, output / path.name.split(".")[0], sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure, device)
-        series[path.name] = results
-        beta, lo, hi = fits[path.name] = _print_failure(path.name, results)
-        errors = meta.get("test_errors", {})
-        rows.append(
-            {
-                "model": path.name,
-                "method": meta["method"],
-                "rho": meta["rho"],
-                "forces_mae_meV_per_A": round(errors.get("forces_mae_meV_per_A", float("nan")), 2),
-                "energy_mae_meV_per_atom": round(errors.get("energy_mae_meV_per_atom", float("nan")), 3),
-                "wannier_mae_A": round(errors.get("wannier_mae_A", float("nan")), 5),
-                f"ms_per_{len(atoms)}_atoms": round(ms, 2),
-                f"sharpness_rho{rho}": round(_sharpness(path, data, rho), 6) if data.exists() else float("nan"),
-                "beta": round(beta, 3),
-                "beta_low": round(lo, 3),
-                "beta_high": round(hi, 3),
-            }
+    try:
+        models = [Path(model_a or _model_or_default(None)), Path(model_b or baseline_model())]
+        table = compare_models(
+            models, output, data or held_out_frames(), sizes, structure, seeds, temperature, max_steps, contact_checks, workers, device, rho, progress, log=typer.echo
         )
-        times = failure_times(results)
-        for n, (failed, total, _) in per_size(results).items():
-            rows[-1][f"t_failure_N{n}"] = _t_failure_text(results, n, times[n])
-            rows[-1][f"failed_N{n}"] = f"{failed}/{total}"
-    output.mkdir(parents=True, exist_ok=True)
-    with open(output / "comparison.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    figure = plot_failure(output / "failure_comparison.png", series, fits, title=f"time to failure at {temperature:.0f} K")
-    for row in rows:
+    except (FileNotFoundError, ValueError) as exc:  # ModelFileError too
+        fail(str(exc))
+    for row in table["rows"]:
         typer.echo("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
-    typer.echo(f"table: {output / 'comparison.csv'}  figure: {figure}")
-
-
-def default_model() -> Path:
-    """The shipped SAM model (models/sam.legato.pt in the source tree)."""
-    path = Path(__file__).resolve().parent.parent / "models" / "sam.legato.pt"
-    if not path.exists():
-        fail(f"{path}: the shipped model is missing; pass a model file")
-    return path
+    typer.echo(f"table: {table['table']}  figure: {table['figure']}")
 
 
 def main() -> None:
-    """The `legato` entry point: an unreadable model file is a one-line error in every verb."""
+    """The `legato` entry point: usage errors (a bad choice, a missing argument) and an
+    unreadable model file are one-line errors in every verb, like the verbs' own."""
+    os.environ.setdefault("MPLBACKEND", "Agg")  # legato writes figures to files and never shows them
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # a usage error: a value typer refuses, a missing argument
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `legato`: the help, as typer shows it
+            exc.show()
+        else:
+            typer.secho(f"error: {exc.format_message()}", err=True, fg=typer.colors.RED)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
     except Exception as exc:
-        from legato.training.modelfile import ModelFileError
+        from legato.modelfile import ModelFileError  # here, not above: torch loads in seconds
 
         if not isinstance(exc, ModelFileError):
             raise
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -5,14 +5,19 @@ Wannier centroid shifted along the sum of N->H bond vectors), so training tests
 need no DFT and know what is learnable.
 """
 
+import os
+
 import ase.io
 import numpy as np
 import pytest
 import torch
 
-from legato.training.model import build_model
-from legato.training.modelfile import UNITS
-from legato.training.structures import ammonia_phase_i, rattled
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; the same backend with or without a display
+
+from legato.model import build_model
+from legato.modelfile import UNITS
+from legato.geometry import ammonia_phase_i
+from legato.training.structures import rattled
 
 TINY_MODEL = {
     "model_dtype": "float64",
@@ -86,10 +91,10 @@ def synthetic_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_file(tiny_model, tmp_path_factory):
     """The tiny (untrained, float64) model as a model file."""
-    from legato.training.modelfile import save_model_file
+    from legato.modelfile import save_model_file
 
     path = tmp_path_factory.mktemp("model") / "tiny.legato.pt"
-    return save_model_file(path, tiny_model, dict(TINY_MODEL, _target_="legato.training.model.AllegroWannierModel"), dict(TINY_METADATA))
+    return save_model_file(path, tiny_model, dict(TINY_MODEL, _target_="legato.model.AllegroWannierModel"), dict(TINY_METADATA))
 
 
 def tiny_train_config(data, out, epochs=1, rho=0.05, batch_size=4, optimizer=None, model_dtype="float64"):

@@ -21,6 +21,17 @@ def test_every_verb_has_help(verb):
     assert result.returncode == 0 and "Usage" in result.stdout
 
 
+def test_the_choices_of_string_options_are_those_their_stages_take():
+    from legato import cli
+    from legato.analysis.ir import CORRECTIONS
+    from legato.analysis.pipeline import SPECTRA
+    from legato.training.structures import KINDS
+
+    assert [k.value for k in cli.StructureKind] == list(KINDS)
+    assert [k.value for k in cli.Spectrum] == list(SPECTRA)
+    assert [k.value for k in cli.Correction] == list(CORRECTIONS)
+
+
 def test_version_names_the_package_and_its_engines():
     import torch
 
@@ -41,7 +52,10 @@ def test_version_names_the_package_and_its_engines():
         (["failure", "README.md", "--workers", "2"], "corrupt or not a legato model file"),
         (["label", "no/such.xyz", "out.extxyz"], "no such structure file"),
         (["spectrum", "ir", "no/such/run"], "no i-PI input"),
-        (["spectrum", "raman", "."], "unknown spectrum 'raman'"),
+        (["spectrum", "raman", "."], "'raman' is not one of 'ir', 'ins'"),
+        (["structures", "unused.extxyz", "--kind", "gas"], "'gas' is not one of 'ammonia-initial'"),
+        (["label", "data/nh3_dft_test.extxyz", "unused.extxyz", "--dispersion", "d4"], "'d4' is not one of 'd3bj', 'd3zero', 'none'"),
+        (["run"], "Missing argument"),
         (["structures", "unused.extxyz", "--kind", "path"], "--kind path needs --between FILE"),
         (["structures", "unused.extxyz", "--kind", "displaced"], "--kind displaced needs --source FILE"),
         (["structures", "unused.extxyz", "--kind", "liquid", "--molecule", "XYZ"], "unknown molecule 'XYZ'"),
@@ -103,7 +117,7 @@ def test_nqe_of_a_missing_run_makes_no_output_folder(tmp_path):
 def test_info_shows_what_the_model_file_holds():
     import torch
 
-    from legato.training.modelfile import read_model_file
+    from legato.modelfile import read_model_file
 
     path = REPO / "models/sam.legato.pt"
     content = read_model_file(path)
@@ -144,7 +158,8 @@ def test_structures_path_with_no_displacement_is_an_energy_profile_between_the_e
     import ase.io
     import numpy as np
 
-    from legato.training.structures import ammonia_phase_i, molecules_of, rotated_molecule
+    from legato.geometry import ammonia_phase_i, molecules_of
+    from legato.training.structures import rotated_molecule
 
     start = ammonia_phase_i(5.13)
     end = rotated_molecule(start, 60.0, np.random.default_rng(0), molecules_of(start))
@@ -188,7 +203,7 @@ def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_mode
 
 def test_demo_warns_when_the_crystal_has_low_frequency_motion():
     """The demo's runs of the shipped model (N 0.1% / 0.3%) pass; a model whose TRPMD crystal went soft (6.7%) is flagged."""
-    from legato.cli import low_frequency_warning
+    from legato.analysis.nqe import low_frequency_warning
 
     assert low_frequency_warning({"classical": {"N": 0.001, "H": 0.0}, "pimd": {"N": 0.003, "H": 0.0002}}) is None
     warning = low_frequency_warning({"classical": {"N": 0.004, "H": 0.0002}, "pimd": {"N": 0.067, "H": 0.006}})
@@ -198,7 +213,8 @@ def test_demo_warns_when_the_crystal_has_low_frequency_motion():
 def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, tiny_model_file, trained_model_file):
     import ase.io
 
-    from legato.training.structures import ammonia_phase_i, rattled
+    from legato.geometry import ammonia_phase_i
+    from legato.training.structures import rattled
 
     candidates = tmp_path / "candidates.extxyz"
     ase.io.write(candidates, rattled(ammonia_phase_i(), 8, stdev=0.05, seed=3))
@@ -214,7 +230,8 @@ def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, 
 def test_select_ranks_frames_of_several_files_together_without_repeats_or_skipped_frames(tmp_path, tiny_model_file, trained_model_file):
     import ase.io
 
-    from legato.training.structures import ammonia_phase_i, rattled
+    from legato.geometry import ammonia_phase_i
+    from legato.training.structures import rattled
 
     frames = rattled(ammonia_phase_i(), 6, stdev=0.05, seed=5)
     ase.io.write(tmp_path / "pos_0.extxyz", frames[:4])

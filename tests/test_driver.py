@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from ase import units as ase_units
 
-from legato.analysis.ipi_io import bead_files, read_extras, read_properties, read_xyz
+from legato.fileio import bead_files, read_extras, read_properties, read_xyz
 from legato.driver.checks import InputError, check_frame
 from legato.driver.run import RunSettings, run_simulation, steps_in, write_input
 from legato.driver.pes import LegatoDriver
 from legato.driver.analytic import HarmonicPotential
-from legato.training.potential import ModelPotential
+from legato.potential import ModelPotential
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "ipi_inputs"
@@ -183,7 +183,7 @@ def test_run_starts_from_any_structure_file_with_a_cell(tmp_path):
     """--structure: an extxyz water box (no ammonia) runs under a template written for ammonia."""
     import ase.io
 
-    from legato.analysis.ipi_io import read_frames
+    from legato.fileio import read_frames
     from legato.training.structures import molecular_liquid
 
     water = molecular_liquid("H2O", 4, 1.0, seed=0)
@@ -294,7 +294,7 @@ def test_atoms_per_call_reaches_the_model_and_zero_is_refused(tiny_model_file):
 
 def test_compiled_driver_serves_the_eager_energies_forces_and_dipoles(tiny_model_file, compiled_variants):
     from legato import units
-    from legato.analysis.ipi_io import read_structures
+    from legato.fileio import read_structures
 
     structure = TEMPLATES / "nh3_phase_i.xyz"
     atoms = read_structures(structure)[0]  # with its cell

@@ -10,7 +10,8 @@ from scipy.spatial.transform import Rotation
 
 from legato.training import label as label_module
 from legato.analysis.orientation import bond_vectors, hydrogen_bonds, turn_angles
-from legato.training.structures import ammonia_phase_i, closest_intermolecular, displaced_set, liquid_set, molecular_liquid, molecules_of, path_between, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
+from legato.geometry import ammonia_phase_i, molecules_of
+from legato.training.structures import closest_intermolecular, displaced_set, liquid_set, molecular_liquid, path_between, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
 from legato.training.wannier import assign_centres, centres_from_z, jacobi_localize, spread_weights
 
 
@@ -248,7 +249,7 @@ def test_ipi_xyz_frames_are_labelled_in_their_cell(tmp_path, monkeypatch):
     """ase.io.read takes an i-PI xyz file for plain xyz and drops its cell."""
     from conftest import analytic_labels
 
-    from legato.analysis.ipi_io import write_structure
+    from legato.fileio import write_structure
 
     crystal = ammonia_phase_i()
     path = write_structure(tmp_path / "bead.xyz", crystal, "phase I")

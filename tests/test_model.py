@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from legato.training.potential import ModelPotential
-from legato.training.structures import ammonia_phase_i, rattled
+from legato.potential import ModelPotential
+from legato.geometry import ammonia_phase_i
+from legato.training.structures import rattled
 
 from conftest import TINY_METADATA
 
@@ -97,7 +98,7 @@ def test_batched_call_equals_single_calls(tiny_model, potential, crystal, atoms_
 def test_models_run_on_the_device_asked_for_and_refuse_one_torch_cannot_use(tiny_model, monkeypatch):
     import torch
 
-    from legato.training.potential import ATOMS_PER_CALL
+    from legato.potential import ATOMS_PER_CALL
 
     on_cpu = ModelPotential(tiny_model, TINY_METADATA, device="cpu")
     assert on_cpu.atoms_per_call == ATOMS_PER_CALL and {p.device.type for p in on_cpu.model.parameters()} == {"cpu"}
@@ -109,7 +110,7 @@ def test_models_run_on_the_device_asked_for_and_refuse_one_torch_cannot_use(tiny
 
 
 def test_unknown_species_is_refused(potential):
-    from legato.training.modelfile import ModelFileError
+    from legato.modelfile import ModelFileError
 
     with pytest.raises(ModelFileError, match="unknown to the model"):
         potential.evaluate(["O", "H", "H"], np.eye(3))

@@ -7,8 +7,8 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from legato.analysis.orientation import orientation_run
 from legato.analysis.robustness import FailureCriteria, TrajectoryResult, bootstrap_beta, check_failure, failure_times, fit_beta, run_trajectory
-from legato.training.sharpness import sharpness
-from legato.training.structures import ammonia_phase_i
+from legato.analysis.sharpness import sharpness
+from legato.geometry import ammonia_phase_i
 
 
 def test_detector_fires_on_heating_collapse_and_nan_but_not_on_fluctuations_or_collisions():
@@ -54,7 +54,7 @@ class Harmonic:
 def test_stable_harmonic_md_survives_and_a_repulsive_blow_up_fails():
     from ase.calculators.calculator import Calculator, all_changes
 
-    from legato.training.structures import ammonia_phase_i
+    from legato.geometry import ammonia_phase_i
 
     atoms = ammonia_phase_i()
     stable = run_trajectory(atoms, Harmonic(atoms.positions, 5.0).make(), FailureCriteria(temperature=200.0), max_steps=300, seed=1)
@@ -140,9 +140,9 @@ def test_temperature_tolerance_covers_small_cell_fluctuations_only():
 def test_sharpness_of_a_force_model_is_positive_and_restores_weights(trained_model_file, synthetic_dataset):
     import ase.io
 
-    from legato.training.modelfile import load_model
-    from legato.training.potential import frames_to_batch
-    from legato.training.sharpness import model_loss
+    from legato.modelfile import load_model
+    from legato.analysis.sharpness import frames_to_batch
+    from legato.analysis.sharpness import model_loss
 
     net, meta = load_model(trained_model_file)
     net.train()

@@ -6,9 +6,10 @@ import ase.io
 import numpy as np
 import pytest
 
-from legato.training.dataset import file_sha256, load_dataset
+from legato.dataset import load_dataset
+from legato.fileio import file_sha256
 from legato.training.evaluate import test_errors as compute_test_errors
-from legato.training.modelfile import load_model
+from legato.modelfile import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"sam": ROOT / "models/sam.legato.pt", "adam": ROOT / "models/adam.legato.pt"}
@@ -53,8 +54,8 @@ def test_phase_i_stays_orientationally_ordered_at_150_K(name):
     not turn over, and the last frame must relax back into the starting minimum."""
     from legato.analysis.orientation import orientation_run
     from legato.analysis.quench import quench
-    from legato.training.potential import LegatoCalculator, ModelPotential
-    from legato.training.structures import ammonia_phase_i
+    from legato.potential import LegatoCalculator, ModelPotential
+    from legato.geometry import ammonia_phase_i
 
     calc = LegatoCalculator(potential=ModelPotential.from_file(MODELS[name]))
     crystal = ammonia_phase_i(5.13)
@@ -78,7 +79,7 @@ def test_phase_i_lies_below_the_wrong_minima_as_in_dft(name):
     """Relaxed phase I (frame 0 of data/nh3_dft_distorted1.extxyz) against each wrong
     minimum (DFT: 58-129 meV/cell higher; the models that found them put some below
     phase I). A shipped model must order each as DFT does, with at least half DFT's gap."""
-    from legato.training.potential import LegatoCalculator, ModelPotential
+    from legato.potential import LegatoCalculator, ModelPotential
 
     calc = LegatoCalculator(potential=ModelPotential.from_file(MODELS[name]))
     phase_i = ase.io.read(ROOT / "data/nh3_dft_distorted1.extxyz", 0)
@@ -96,8 +97,8 @@ def test_relaxing_the_demo_start_keeps_the_phase_i_symmetry():
     """`legato demo` relaxes the crystal with the model first: forces vanish, P2_13 survives."""
     import spglib
 
-    from legato.analysis.ipi_io import read_frames
-    from legato.training.potential import LegatoCalculator, ModelPotential, relaxed
+    from legato.fileio import read_frames
+    from legato.potential import LegatoCalculator, ModelPotential, relaxed
 
     potential = ModelPotential.from_file(MODELS["sam"])
     start = read_frames(ROOT / "ipi_inputs/nh3_phase_i.xyz")[0]

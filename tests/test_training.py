@@ -14,7 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from legato.training.modelfile import ModelFileError, load_model, read_model_file
+from legato.modelfile import ModelFileError, load_model, read_model_file
 from legato.training.train import train
 
 from conftest import tiny_train_config
@@ -179,9 +179,10 @@ def test_a_worse_epoch_is_not_marked_best():
 
 
 def test_committee_selection(tiny_model_file, trained):
-    from legato.training.potential import ModelPotential
+    from legato.potential import ModelPotential
     from legato.training.select import force_disagreement, select_frames
-    from legato.training.structures import ammonia_phase_i, rattled
+    from legato.geometry import ammonia_phase_i
+    from legato.training.structures import rattled
 
     frames = rattled(ammonia_phase_i(), 12, stdev=0.05, seed=4)
     a, b = ModelPotential.from_file(tiny_model_file), ModelPotential.from_file(trained[1])
@@ -201,7 +202,7 @@ def test_energy_profile_is_relative_to_the_first_frame_and_needs_its_key(synthet
     import ase.io
 
     from legato.training.evaluate import energy_profile, predict_frames
-    from legato.training.potential import ModelPotential
+    from legato.potential import ModelPotential
 
     frames = ase.io.read(synthetic_dataset, ":4")
     for k, atoms in enumerate(frames):
@@ -223,7 +224,8 @@ def test_molecule_force_error_sees_net_forces_on_molecules_only():
     from conftest import analytic_labels
 
     from legato.training.evaluate import errors_of
-    from legato.training.structures import ammonia_phase_i, molecules_of, rattled
+    from legato.geometry import ammonia_phase_i, molecules_of
+    from legato.training.structures import rattled
 
     atoms = analytic_labels(rattled(ammonia_phase_i(), 1, stdev=0.03, seed=4)[0])
     molecules = molecules_of(atoms)
@@ -249,7 +251,7 @@ def test_errors_by_group_are_the_errors_of_each_group_alone(synthetic_dataset, t
     import ase.io
 
     from legato.training.evaluate import errors_by_group, errors_of, predict_frames
-    from legato.training.potential import ModelPotential
+    from legato.potential import ModelPotential
 
     frames = ase.io.read(synthetic_dataset, ":6")
     for atoms, source in zip(frames, ["a", "b", "a", "b", "a", None]):
@@ -268,8 +270,9 @@ def test_errors_by_group_are_the_errors_of_each_group_alone(synthetic_dataset, t
 
 
 def test_split_follows_frame_content_so_new_data_never_moves_old_frames():
-    from legato.training.dataset import split_indices
-    from legato.training.structures import ammonia_phase_i, rattled
+    from legato.dataset import split_indices
+    from legato.geometry import ammonia_phase_i
+    from legato.training.structures import rattled
 
     frames = rattled(ammonia_phase_i(), 300, stdev=0.05, seed=7)
     fractions = [0.8, 0.1, 0.1]
@@ -291,7 +294,8 @@ def test_molecule_net_force_target_matches_the_evaluated_metric():
 
     from legato.training.evaluate import molecule_net_forces
     from legato.training.molecule_forces import MoleculeIndexTransform, MoleculeNetForces
-    from legato.training.structures import ammonia_phase_i, rattled
+    from legato.geometry import ammonia_phase_i
+    from legato.training.structures import rattled
 
     frames = rattled(ammonia_phase_i().repeat((2, 1, 1)), 2, stdev=0.05, seed=3)
     order = np.random.default_rng(0).permutation(len(frames[0]))  # molecules need not be contiguous

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .dataset import _energy, _forces, frame_dipole
-from .fields import WANNIER_COUNT, WANNIER_DISP
-from .potential import ModelPotential
-from .structures import molecules_of
+from legato.dataset import _energy, _forces, frame_dipole, load_dataset
+from legato.fields import WANNIER_COUNT, WANNIER_DISP
+from legato.geometry import molecules_of
+from legato.modelfile import load_model
+from legato.potential import ModelPotential
 
 
 def predict_frames(potential: ModelPotential, frames) -> list[dict]:
@@ -78,3 +79,19 @@ def energy_profile(frames, pred: list[dict], key: str) -> list[tuple]:
     energies = [p["energy"] for p in pred]
     ref = [_energy(atoms) for atoms in frames]
     return [(atoms.info[key], 1e3 * (r - ref[0]), 1e3 * (p - energies[0])) for atoms, r, p in zip(frames, ref, energies)]
+
+
+def evaluate_file(model, data, by: str | None = None, group_by: str | None = None) -> dict:
+    """`legato evaluate`: a model file's errors on a labelled file.
+
+    Returns ``errors`` (:func:`errors_of`), ``groups`` (:func:`errors_by_group` by
+    ``group_by``, or empty) and ``profile`` (:func:`energy_profile` against ``by``, or empty).
+    """
+    net, meta = load_model(model)
+    frames = load_dataset(data, meta["type_names"])
+    pred = predict_frames(ModelPotential(net, meta), frames)
+    return {
+        "errors": errors_of(frames, pred),
+        "groups": errors_by_group(frames, pred, group_by) if group_by else {},
+        "profile": energy_profile(frames, pred, by) if by else [],
+    }

@@ -26,12 +26,13 @@ import ase
 import ase.io
 import numpy as np
 
-from legato.analysis.ipi_io import read_structures
+from legato.dataset import MIN_DISTANCE, frame_provenance
+from legato.fields import VALENCE_CHARGE, WANNIER_COUNT, WANNIER_DISP, dipole_from_wannier
+from legato.fileio import read_structures
+from legato.geometry import closest_approach
 from legato.timing import time_to_go
 from legato.units import BOHR_IN_ANGSTROM, FORCE_AU_IN_EV_PER_ANGSTROM, HARTREE_IN_EV
 
-from .dataset import MIN_DISTANCE, closest_approach, dipole_from_wannier, frame_provenance
-from .fields import VALENCE_CHARGE, WANNIER_COUNT, WANNIER_DISP
 from .wannier import assign_centres, wannier_centres
 
 

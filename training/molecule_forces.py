@@ -7,7 +7,7 @@ loss term with ``loss.molecule_forces`` (weight of its MSE) in a training config
 
 nequip has per-atom and per-frame targets but none per molecule, hence this module:
 :class:`MoleculeIndexTransform` labels each atom with its molecule (ASE covalent
-neighbours, as ``legato.training.structures.molecules_of``) when a frame is loaded,
+neighbours, as ``legato.geometry.molecules_of``) when a frame is loaded,
 and :class:`MoleculeNetForces` sums predicted and reference forces per molecule.
 """
 
@@ -21,8 +21,8 @@ import torch
 from nequip.data import AtomicDataDict
 from nequip.data.modifier import BaseModifier
 
-from .fields import MOLECULE_INDEX
-from .structures import molecules_of
+from legato.fields import MOLECULE_INDEX
+from legato.geometry import molecules_of
 
 
 class MoleculeIndexTransform(torch.nn.Module):

@@ -7,11 +7,15 @@ usual query-by-committee criterion.
 
 from __future__ import annotations
 
+import glob
 import itertools
+from pathlib import Path
 
 import numpy as np
 
-from .potential import ModelPotential
+from legato.dataset import frame_key
+from legato.fileio import read_structures
+from legato.potential import ModelPotential
 
 
 def force_disagreement(potentials: list[ModelPotential], frames) -> np.ndarray:
@@ -45,3 +49,65 @@ def select_frames(scores: np.ndarray, n: int, min_separation: int = 1, groups=No
         if len(chosen) == n:
             break
     return sorted(chosen)
+
+
+def candidate_files(patterns) -> list[Path]:
+    """Files named by ``patterns`` (paths, or glob patterns such as ``runs/x/simulation.pos_*.xyz``);
+    ValueError naming a pattern that matches nothing."""
+    paths = []
+    for pattern in patterns:
+        pattern = str(pattern)
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern] if Path(pattern).exists() else []
+        if not matches:
+            raise ValueError(f"{pattern}: no such file")
+        paths += [Path(m) for m in matches]
+    return paths
+
+
+def read_candidates(paths, skip: int = 0, cell: float | None = None) -> tuple[list, list[str]]:
+    """The frames of ``paths`` after the first ``skip`` of each file, each once (``frame_key``),
+    with their provenance in ``info`` (``selected_from``, ``selected_index``); and each frame's file.
+    ``cell``: a cubic cell edge (A) for frames that carry none."""
+    candidates, sources, seen = [], [], set()
+    for path in paths:
+        for index, atoms in enumerate(read_structures(path)[skip:], start=skip):
+            if cell is not None:
+                atoms.set_cell(np.eye(3) * cell)
+                atoms.pbc = True
+            key = frame_key(atoms)
+            if key in seen:  # e.g. the starting structure, step 0 of every bead
+                continue
+            seen.add(key)
+            atoms.info.update(selected_from=str(path), selected_index=index)  # provenance, kept by `legato label`
+            candidates.append(atoms)
+            sources.append(str(path))
+    return candidates, sources
+
+
+def committee_select(models, patterns, n: int = 20, min_separation: int = 5, skip: int = 0, cell: float | None = None) -> dict:
+    """`legato select`: the ``n`` frames of the candidate files where the committee ``models``
+    (two or more model files) disagrees most, each with ``committee_force_spread`` (eV/A) in ``info``.
+
+    Returns ``frames`` (picked), ``candidates`` (how many were scored), ``files`` and
+    ``spread`` (min, max over the picked frames). ValueError (one line) for a committee
+    of fewer than two distinct models or no frames left.
+    """
+    models = [Path(m) for m in models]
+    if len(models) < 2:
+        raise ValueError("a committee needs at least two models")
+    if len({m.resolve() for m in models}) < len(models):
+        raise ValueError("the committee lists a model file twice: give distinct models (e.g. trained with seed=0,1,2)")
+    paths = candidate_files(patterns)
+    candidates, sources = read_candidates(paths, skip, cell)
+    if not candidates:
+        raise ValueError(f"no frames left in {', '.join(map(str, paths))} after --skip {skip}")
+    scores = force_disagreement([ModelPotential.from_file(m) for m in models], candidates)
+    picked = select_frames(scores, n, min_separation, groups=sources)
+    for i in picked:
+        candidates[i].info["committee_force_spread"] = round(float(scores[i]), 4)
+    return {
+        "frames": [candidates[i] for i in picked],
+        "candidates": len(candidates),
+        "files": paths,
+        "spread": (float(scores[picked].min()), float(scores[picked].max())),
+    }

@@ -1,48 +1,24 @@
-"""Starting structures: molecular crystals from space groups, liquid boxes, snapshots.
+"""Training structures: liquid boxes, thermally displaced sets, paths between minima,
+turned molecules; and :func:`structure_set`, the sets `legato structures` writes.
 
-Ammonia phase I (cubic P2_13, No. 198, Z = 4) uses the neutron structure of
-solid ND3 (Hewat & Riekel, Acta Cryst. A35, 569 (1979)): N on 4a (x, x, x),
-D on 12b; the lattice constant is a parameter (5.13 A near melting).
+The crystal itself (ammonia phase I), bonds and molecules come from :mod:`legato.geometry`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ase
 import numpy as np
 from ase.build import molecule
+from ase.data import atomic_masses
 from ase.geometry import find_mic
-from ase.neighborlist import NeighborList, natural_cutoffs
-from ase.spacegroup import crystal
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial.transform import Rotation
 
-from .dataset import closest_approach
-
-AMMONIA_PHASE_I = {
-    "spacegroup": 198,
-    "symbols": ["N", "H"],
-    "basis": [(0.2107, 0.2107, 0.2107), (0.3689, 0.2671, 0.1159)],
-}
-AVOGADRO = 6.02214076e23
-
-
-def ammonia_phase_i(a: float = 5.13, repeat=(1, 1, 1)) -> ase.Atoms:
-    """Phase-I ammonia crystal (16 atoms per cell), lattice constant ``a`` in A."""
-    atoms = crystal(
-        AMMONIA_PHASE_I["symbols"],
-        basis=AMMONIA_PHASE_I["basis"],
-        spacegroup=AMMONIA_PHASE_I["spacegroup"],
-        cellpar=[a, a, a, 90, 90, 90],
-    )
-    atoms = order_by_species(atoms.repeat(repeat))
-    atoms.info = {"structure": f"NH3 phase I a={a:.3f}"}
-    return atoms
-
-
-def order_by_species(atoms: ase.Atoms) -> ase.Atoms:
-    """Heavy atoms first, then hydrogens (stable order for i-PI files)."""
-    order = np.argsort(-atoms.numbers, kind="stable")
-    return atoms[order]
+from legato.fileio import read_structures
+from legato.geometry import ammonia_phase_i, closest_approach, molecules_of, order_by_species
+from legato.geometry import min_distance as geometry_min_distance
+from legato.units import AVOGADRO
 
 
 def molecular_liquid(
@@ -65,31 +41,16 @@ def molecular_liquid(
         tries += 1
         if tries > max_tries:
             raise RuntimeError(f"could not place {n_molecules} {name} at {density_g_cm3} g/cm3; lower min_distance or density")
-        rot = _random_rotation(rng)
+        # a uniformly random rotation as Rotation.random draws it, but with the quaternion
+        # scalar first, so a seed gives the boxes it gave before scipy did this
+        rot = Rotation.from_quat(rng.normal(size=4), scalar_first=True).as_matrix()
         pos = (template.positions - template.get_center_of_mass()) @ rot.T + rng.random(3) * box
-        if placed:
-            others = np.concatenate(placed)
-            delta = pos[:, None, :] - others[None, :, :]
-            delta -= box * np.round(delta / box)
-            if np.linalg.norm(delta, axis=-1).min() < min_distance:
-                continue
+        if placed and geometry_min_distance(pos, cell, others=np.concatenate(placed)) < min_distance:
+            continue
         placed.append(pos)
         symbols.extend(template.get_chemical_symbols())
     atoms = ase.Atoms(symbols, positions=np.concatenate(placed), cell=cell, pbc=True)
     return order_by_species(atoms)
-
-
-def _random_rotation(rng) -> np.ndarray:
-    q = rng.normal(size=4)
-    q /= np.linalg.norm(q)
-    w, x, y, z = q
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
 
 
 def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain: float = 0.0, min_distance: float = 0.75) -> list[ase.Atoms]:
@@ -105,7 +66,7 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
         new = atoms.copy()
         if strain:
             new.set_cell(new.cell * (1 + rng.uniform(-strain, strain)), scale_atoms=True)
-        scale = stdev * (1.008 / new.get_masses()) ** 0.25
+        scale = stdev * (atomic_masses[1] / new.get_masses()) ** 0.25
         new.positions += rng.normal(size=new.positions.shape) * scale[:, None]
         if closest_approach(new) < min_distance:
             continue
@@ -163,20 +124,6 @@ def path_between(start: ase.Atoms, end: ase.Atoms, n: int, stdev: float = 0.03, 
         frame.info = {"structure": "path between two structures", "path_fraction": round(float(fraction), 4)}
         frames.append(frame)
     return frames
-
-
-def covalent_neighbours(atoms: ase.Atoms) -> NeighborList:
-    """Covalent bonds as an updated ASE neighbour list (natural cutoffs, minimum image)."""
-    neighbours = NeighborList(natural_cutoffs(atoms), self_interaction=False, bothways=True)
-    neighbours.update(atoms)
-    return neighbours
-
-
-def molecules_of(atoms: ase.Atoms) -> list[np.ndarray]:
-    """Atom indices of each covalently bonded molecule (ASE natural cutoffs, minimum image)."""
-    neighbours = covalent_neighbours(atoms)
-    n, label = connected_components(neighbours.get_connectivity_matrix(sparse=True), directed=False)
-    return [np.flatnonzero(label == k) for k in range(n)]
 
 
 def closest_intermolecular(atoms: ase.Atoms, molecules: list[np.ndarray]) -> float:
@@ -297,3 +244,66 @@ def ammonia_initial_set(n_crystal: int = 80, n_liquid: int = 40, seed: int = 0) 
         frames += rattled(box, 1, stdev=0.03, seed=seed + 2000 + k)
     order = rng.permutation(len(frames))  # interleave, so any prefix is a mixed set
     return [frames[i] for i in order]
+
+
+#: what `legato structures --kind` writes (see :func:`structure_set`)
+KINDS = {
+    "ammonia-initial": "thermally displaced phase-I cells (2/3) and 4-molecule liquid boxes (1/3)",
+    "ammonia-crystal": "the phase-I crystal, --repeat times along each axis",
+    "ammonia-liquid": "one liquid box of --molecules NH3",
+    "ammonia-reoriented": "phase-I cells with one molecule turned",
+    "ammonia-turned": "phase-I cells, each molecule turned about C3 at random, displaced",
+    "ammonia-c3-scan": "phase I with all molecules turned about C3, 0-60 deg",
+    "path": "between the first two frames of --between, displaced",
+    "liquid": "boxes of --molecule, displaced",
+    "displaced": "the frames of --source in turn, displaced",
+}
+
+
+def structure_set(
+    kind: str,
+    n: int = 120,
+    a: float = 5.13,
+    repeat: int = 1,
+    molecules: int = 4,
+    density: float = 0.68,
+    molecule_name: str = "NH3",
+    source: Path | None = None,
+    between: Path | None = None,
+    stdev: float = 0.03,
+    overshoot: float = 0.25,
+    seed: int = 0,
+) -> list[ase.Atoms]:
+    """The frames of one of :data:`KINDS`; ValueError (one line, naming the option) where they cannot be made."""
+    if kind == "ammonia-initial":
+        return ammonia_initial_set(n_crystal=2 * n // 3, n_liquid=n - 2 * n // 3, seed=seed)
+    if kind == "ammonia-crystal":
+        return [ammonia_phase_i(a, (repeat,) * 3)]
+    if kind == "ammonia-liquid":
+        return [molecular_liquid("NH3", molecules, density, seed=seed)]
+    if kind == "ammonia-reoriented":
+        return ammonia_reoriented_set(n, seed=seed)
+    if kind == "ammonia-turned":
+        return ammonia_turned_set(n, seed=seed)
+    if kind == "ammonia-c3-scan":
+        return ammonia_c3_scan(a=a)
+    if kind == "path":
+        if between is None or not Path(between).exists():
+            raise ValueError("--kind path needs --between FILE, a structure file whose first two frames are the end points")
+        ends = read_structures(between)[:2]
+        if len(ends) < 2:
+            raise ValueError(f"{between}: --kind path needs two frames, found {len(ends)}")
+        try:
+            return path_between(ends[0], ends[1], n, stdev=stdev, overshoot=overshoot, seed=seed)
+        except ValueError as exc:
+            raise ValueError(f"{between}: {exc}") from None
+    if kind == "liquid":
+        try:
+            return liquid_set(molecule_name, n, molecules, density, stdev=stdev, seed=seed)
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
+    if kind == "displaced":
+        if source is None or not Path(source).exists():
+            raise ValueError("--kind displaced needs --source FILE, a structure file (CIF, extxyz, i-PI xyz, ...)")
+        return displaced_set(read_structures(source), n, stdev=stdev, seed=seed)
+    raise ValueError(f"unknown kind '{kind}' (use {', '.join(KINDS)})")

@@ -17,10 +17,12 @@ from pathlib import Path
 import ase.io
 from omegaconf import DictConfig, OmegaConf
 
-from . import fields  # noqa: F401  (registers legato's data fields with nequip)
-from .dataset import DatasetError, file_sha256, load_dataset, species_of, split_indices
+from legato import fields  # registers legato's data fields with nequip
+from legato.dataset import DatasetError, load_dataset, species_of, split_indices
+from legato.fileio import file_sha256
+from legato.modelfile import UNITS, save_model_file
+
 from .evaluate import test_errors
-from .modelfile import UNITS, save_model_file
 
 #: validation metric that picks the best checkpoint and drives the learning-rate plateau;
 #: a config's optional ``monitor`` key names another (e.g. val0_epoch/forces_mae)
@@ -74,7 +76,7 @@ def check_compile_mode(model: DictConfig) -> None:
     if mode not in ("eager", "compile"):
         raise ValueError(f"model.compile_mode={mode}: use compile (faster epochs) or eager")
     if mode == "compile":
-        from .model import require_cxx_compiler
+        from legato.model import require_cxx_compiler
 
         try:
             require_cxx_compiler()
@@ -181,7 +183,7 @@ def _training_module_config(cfg: DictConfig, model_config: dict, type_names: lis
     module = {
         "_target_": "legato.training.sam.SAMLightningModule",
         "rho": float(cfg.sam.rho),
-        "model": {"_target_": "legato.training.model.AllegroWannierModel", "seed": int(cfg.seed), "type_names": type_names, **model_config},
+        "model": {"_target_": "legato.model.AllegroWannierModel", "seed": int(cfg.seed), "type_names": type_names, **model_config},
         "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
         "loss": _metrics(coeffs, "loss"),
         "val_metrics": _metrics(coeffs, "val"),
@@ -354,7 +356,7 @@ def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, typ
         "epochs": epochs,
         "n_frames": {name: len(split) for name, split in split_frames.items()},
     }
-    model_config["_target_"] = "legato.training.model.AllegroWannierModel"
+    model_config["_target_"] = "legato.model.AllegroWannierModel"
     model_config.pop("compile_mode", None)  # how the run trained, not the model: model files run eager
     metadata["test_errors"] = test_errors(model, metadata, test_frames)
     model_file = save_model_file(out / "model.legato.pt", model, model_config, metadata)

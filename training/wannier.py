@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from legato.geometry import mic_vectors
+
 
 def berry_phase_matrices(cell, orbitals: np.ndarray, order: int = 2) -> np.ndarray:
     """Z = C^T M C for G_a (order 1) and also 2 G_a (order 2): shape (3 * order, n_orb, n_orb)."""
@@ -152,8 +154,7 @@ def assign_centres(positions, centres, cell, owners) -> tuple[np.ndarray, np.nda
         raise ValueError("no atom may own Wannier centres (check wannier_owners)")
     delta = centres[:, None, :] - positions[None, owner_idx, :]  # (n_c, n_own, 3)
     if cell is not None:
-        frac = delta @ np.linalg.inv(cell)
-        delta = (frac - np.round(frac)) @ cell
+        delta = mic_vectors(delta, cell)
     nearest = np.argmin(np.linalg.norm(delta, axis=-1), axis=1)
     disp = np.zeros_like(positions)
     count = np.zeros(len(positions), dtype=int)

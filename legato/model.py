@@ -22,7 +22,7 @@ from nequip.nn import ForceStressOutput, GraphModuleMixin
 from nequip.nn.mlp import ScalarMLPFunction
 from nequip.nn.utils import scatter
 
-from .fields import WANNIER_DISP
+from legato.fields import WANNIER_DISP
 
 
 class EdgeVectorReadout(GraphModuleMixin, torch.nn.Module):

@@ -1,14 +1,17 @@
-"""Streaming readers for i-PI output: xyz trajectories, extras, properties.
+"""Structure and trajectory files: i-PI outputs, i-PI xyz inputs, extxyz, any file ASE reads.
 
-Frames are yielded one at a time, so a long trajectory is never held twice in
-memory. Repeated steps (a run resumed from an older checkpoint) keep the
+i-PI trajectories are read one frame at a time, so a long trajectory is never held
+twice in memory. Repeated steps (a run resumed from an older checkpoint) keep the
 latest copy; a truncated last frame (a killed run) raises ``TrajectoryError``
 unless ``allow_truncated`` is set, in which case it is dropped.
 Lengths are returned in Angstrom, velocities in Angstrom/fs, dipoles in e*Angstrom.
+Also here: hashes of files and the settings record of a resumable study.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +20,7 @@ import numpy as np
 
 from legato import units
 
-_UNIT_RE = re.compile(r"(\w+)\{(\w+)\}")
+_UNIT_RE = re.compile(r"(\w+)\{([\w/]+)\}")
 _STEP_RE = re.compile(r"Step:\s*(\d+)")
 _CELL_RE = re.compile(r"CELL\(abcABC\):\s*((?:[-+\d.eE]+\s+){5}[-+\d.eE]+)")  # six numbers; "Step:" follows only in outputs
 
@@ -27,16 +30,19 @@ class TrajectoryError(ValueError):
 
 
 def _length_factor(unit: str) -> float:
-    return {"angstrom": 1.0, "atomic_unit": units.BOHR_IN_ANGSTROM, "bohr": units.BOHR_IN_ANGSTROM}[unit]
+    """i-PI length unit -> Angstrom, with i-PI's own factors (those it wrote the file with)."""
+    try:
+        return units.ipi_to_angstrom(unit)
+    except ValueError as exc:
+        raise TrajectoryError(str(exc)) from None
 
 
 def _velocity_factor(unit: str) -> float:
-    """i-PI velocity unit -> Angstrom/fs."""
-    if unit == "atomic_unit":
-        return units.BOHR_IN_ANGSTROM / units.AU_TIME_IN_FS
-    if unit in ("angstrom/femtosecond", "angstrom_per_femtosecond"):
-        return 1.0
-    raise TrajectoryError(f"velocity unit '{unit}' is not supported; write velocities in atomic units")
+    """i-PI velocity unit -> Angstrom/fs, with i-PI's own factors."""
+    try:
+        return units.ipi_velocity_to_angstrom_per_fs(unit)
+    except ValueError as exc:
+        raise TrajectoryError(f"{exc}; write velocities in atomic units") from None
 
 
 def iter_xyz(path) -> Iterator[tuple[int, np.ndarray, np.ndarray, list[str]]]:
@@ -155,7 +161,7 @@ def read_extras(path, key: str = "dipole") -> tuple[np.ndarray, np.ndarray]:
         raise TrajectoryError(f"{path}: no '{key}' extras")
     steps = np.array(sorted(frames))
     values = np.stack([frames[s] for s in steps])
-    if key == "dipole":
+    if key == "dipole":  # i-PI writes extras as the driver sent them: e*bohr with legato's (ASE's) bohr
         values = values * units.BOHR_IN_ANGSTROM
     return steps, values
 
@@ -188,3 +194,36 @@ def bead_files(run_dir, prefix: str, kind: str) -> list[Path]:
     if not files:
         raise TrajectoryError(f"{run_dir}: no {prefix}.{kind}_* files (did the run write this trajectory?)")
     return files
+
+
+def write_frames(path, frames) -> Path:
+    """Write frames as extxyz, making the file's folder if it is new."""
+    import ase.io
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record_study(out, study: dict) -> None:
+    """Record a study's settings (failure study, demo) in ``out/study.json``; ValueError
+    if ``out`` holds a study with other settings (resuming it would mix the two)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = out / "study.json"
+    if record.exists():
+        before = json.loads(record.read_text())
+        differ = {k: (before.get(k), v) for k, v in study.items() if before.get(k) != v}
+        if differ:
+            raise ValueError(f"{out} holds a study with other settings {differ} (before, now): pass the same ones to resume, or -o a new folder")
+    else:
+        record.write_text(json.dumps(study, indent=1))

@@ -1,4 +1,4 @@
-"""Extended-XYZ data sets: reading, validation, hashing, splitting.
+"""Labelled extended-XYZ data sets (what `legato label` writes): reading, validation, frame keys, splitting.
 
 A frame (``ase.Atoms``) carries ``info['energy']`` (eV), ``arrays['forces']``
 (eV/Angstrom), ``arrays['wannier_disp']`` (Angstrom), ``arrays['wannier_count']``
@@ -17,7 +17,8 @@ import ase.io
 import numpy as np
 from ase.data import chemical_symbols
 
-from .fields import DIPOLE, VALENCE_CHARGE, WANNIER_COUNT, WANNIER_DISP
+from legato.fields import VALENCE_CHARGE, WANNIER_COUNT, WANNIER_DISP
+from legato.geometry import closest_approach
 
 REQUIRED_ARRAYS = {"forces": 3, WANNIER_DISP: 3, WANNIER_COUNT: 0, VALENCE_CHARGE: 0}
 REQUIRED_INFO = ("energy",)
@@ -68,14 +69,6 @@ def frame_dipole(atoms: ase.Atoms):
     return None
 
 
-def closest_approach(atoms: ase.Atoms) -> float:
-    """Smallest interatomic distance (A), minimum image when periodic; inf below two atoms."""
-    n = len(atoms)
-    if n < 2:
-        return float("inf")
-    return float(atoms.get_all_distances(mic=bool(atoms.pbc.any()))[np.triu_indices(n, 1)].min())
-
-
 def validate_frame(atoms: ase.Atoms, where: str, species: Sequence[str] | None = None) -> None:
     """Raise :class:`DatasetError` naming the first problem of one frame."""
     n = len(atoms)
@@ -107,8 +100,15 @@ def validate_frame(atoms: ase.Atoms, where: str, species: Sequence[str] | None =
 
 
 def frame_provenance(info: dict) -> dict:
-    """Level of theory of a labelled frame; frames without ``wannier_order`` used order 1 (the first estimator)."""
-    return {"method": info.get("method"), "basis": info.get("basis"), "pseudo": info.get("pseudo"), "wannier_order": int(info.get("wannier_order", 1))}
+    """Level of theory of a labelled frame; frames without ``wannier_order`` used order 1 (the first
+    estimator), frames without ``min_cell_length`` the Gamma point of their own cell (0)."""
+    return {
+        "method": info.get("method"),
+        "basis": info.get("basis"),
+        "pseudo": info.get("pseudo"),
+        "wannier_order": int(info.get("wannier_order", 1)),
+        "min_cell_length": float(info.get("min_cell_length", 0.0)),
+    }
 
 
 def validate_frames(frames: Iterable[ase.Atoms], species: Sequence[str] | None = None, name: str = "data") -> None:
@@ -128,25 +128,6 @@ def load_dataset(path: str | Path, species: Sequence[str] | None = None) -> list
     frames = read_frames(path)
     validate_frames(frames, species, name=str(path))
     return frames
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def dipole_from_wannier(positions, valence_charge, wannier_count, wannier_disp):
-    """Cell dipole (e*Angstrom): ions at +Z_val, two electrons at each centre.
-
-    mu = sum_i Z_i r_i - 2 sum_i n_i (r_i + d_i). Works on numpy or torch arrays,
-    with a leading batch axis or without.
-    """
-    z = valence_charge[..., None] * 1.0
-    n = wannier_count[..., None] * 1.0
-    return (z * positions - 2.0 * n * (positions + wannier_disp)).sum(-2)
 
 
 def species_of(frames: Iterable[ase.Atoms]) -> list[str]:
@@ -177,17 +158,3 @@ def split_indices(frames: Sequence[ase.Atoms], fractions: Sequence[float], seed:
     keys = np.array([frame_key(atoms, seed) for atoms in frames])
     which = np.searchsorted(np.cumsum(fractions)[:-1], keys, side="right")
     return [np.flatnonzero(which == k) for k in range(len(fractions))]
-
-
-__all__ = [
-    "DIPOLE",
-    "DatasetError",
-    "dipole_from_wannier",
-    "file_sha256",
-    "frame_key",
-    "load_dataset",
-    "read_frames",
-    "species_of",
-    "split_indices",
-    "validate_frames",
-]

@@ -84,9 +84,9 @@ def load_model(path, expect_type_names=None, compile_mode: str = "eager"):
 
     ``expect_type_names`` (e.g. from a driver's structure) must match the
     model's species, else :class:`ModelFileError`. ``compile_mode``: see
-    :func:`legato.training.model.build_model`.
+    :func:`legato.model.build_model`.
     """
-    from .model import build_model
+    from legato.model import build_model
 
     payload = read_model_file(path)
     meta = payload["metadata"]

@@ -13,12 +13,12 @@ from typing import Sequence
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 from nequip.data import AtomicDataDict
 from nequip.data.transforms import NeighborListTransform
 
-from .dataset import dipole_from_wannier
-from .fields import WANNIER_DISP
-from .modelfile import ModelFileError, load_model
+from legato.fields import WANNIER_DISP, dipole_from_wannier
+from legato.modelfile import ModelFileError, load_model
 
 
 #: atoms per model call on a CPU: the fastest chunk in a one-off timing on 2 CPU cores (README, "Performance")
@@ -107,7 +107,7 @@ class ModelPotential:
             if periodic_vectors.size and np.linalg.svd(periodic_vectors, compute_uv=False).min() < 1e-6:
                 raise ValueError(
                     "periodic frames need a cell (Angstrom) whose periodic vectors span space; this one is singular"
-                    " (ase.io.read drops the cell of i-PI xyz files: use legato.analysis.ipi_io.read_structures), or give no cell for a cluster"
+                    " (ase.io.read drops the cell of i-PI xyz files: use legato.fileio.read_structures), or give no cell for a cluster"
                 )
         step = max(1, self.atoms_per_call // positions.shape[1])
         parts = [
@@ -166,8 +166,7 @@ class LegatoCalculator(Calculator):
         }
         if periodic:
             # virial = -stress * volume (nequip and ASE convention)
-            stress = -r["virial"][0] / self.atoms.get_volume()
-            self.results["stress"] = stress.flat[[0, 4, 8, 5, 2, 1]]
+            self.results["stress"] = full_3x3_to_voigt_6_stress(-r["virial"][0] / self.atoms.get_volume())
 
 
 def relaxed(atoms, calculator, fmax: float = 0.01, max_steps: int = 500):
@@ -185,17 +184,3 @@ def relaxed(atoms, calculator, fmax: float = 0.01, max_steps: int = 500):
     atoms.info["relaxed_energy"] = float(atoms.get_potential_energy())
     atoms.calc = None
     return atoms
-
-
-def frames_to_batch(frames, type_names, r_max: float):
-    """Labelled frames -> one nequip batch with targets (for losses outside Lightning)."""
-    from nequip.data import from_ase
-    from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper
-
-    mapper = ChemicalSpeciesToAtomTypeMapper(model_type_names=list(type_names))
-    neighbors = NeighborListTransform(r_max=r_max)
-    graphs = [
-        neighbors(mapper(from_ase(a, include_keys=[WANNIER_DISP], exclude_keys=["dipole", "wannier_count", "valence_charge"])))
-        for a in frames
-    ]
-    return AtomicDataDict.batched_from_list(graphs)
