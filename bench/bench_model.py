@@ -23,6 +23,7 @@ from legato.model import build_model
 from legato.modelfile import UNITS
 from legato.potential import ModelPotential
 from legato.training.sam import ascended
+from legato.training.train import load_config
 from legato.geometry import ammonia_phase_i
 from legato.training.structures import rattled
 
@@ -41,8 +42,7 @@ def best_time(fn, repeats):
 
 def model_config(overrides=()) -> dict:
     """The sam.yaml model section with ``key=value`` overrides and fixed data statistics."""
-    cfg = OmegaConf.merge(OmegaConf.load(CONFIG), OmegaConf.from_dotlist(list(overrides)))
-    cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    cfg = OmegaConf.to_container(load_config(CONFIG, overrides).model, resolve=True)
     cfg.update(avg_num_neighbors=20.0, per_type_energy_shifts={"H": 0.0, "N": 0.0}, per_type_energy_scales={"H": 1.0, "N": 1.0})
     return cfg
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -346,6 +347,20 @@ def test_bad_settings_are_refused_before_training(override, message, tmp_path):
     assert result.returncode != 0
     assert message in result.stderr
     assert not out.exists()
+
+
+def test_the_adam_config_is_the_sam_config_with_sam_off():
+    """adam.yaml composes sam.yaml (Hydra defaults) and changes only the run name and rho."""
+    from legato.training.train import load_config
+
+    configs = Path(__file__).resolve().parents[1] / "training/configs"
+    sam = OmegaConf.to_container(load_config(configs / "sam.yaml"), resolve=True)
+    adam = OmegaConf.to_container(load_config(configs / "adam.yaml", ["trainer.max_epochs=3"]), resolve=True)
+    assert adam["sam"] == {"rho": 0.0} and sam["sam"]["rho"] > 0
+    assert (adam["run_name"], adam["output_dir"]) == ("adam", "runs/adam") and adam["trainer"]["max_epochs"] == 3
+    differ = {key for key in sam.keys() | adam.keys() if sam.get(key) != adam.get(key)}
+    assert differ == {"run_name", "output_dir", "sam", "trainer"}
+    assert {k: v for k, v in adam["trainer"].items() if k != "max_epochs"} == {k: v for k, v in sam["trainer"].items() if k != "max_epochs"}
 
 
 def test_compiled_training_without_a_cxx_compiler_is_refused_before_training(tmp_path):

@@ -38,11 +38,16 @@ LOSS_TERMS = REQUIRED_LOSS_TERMS + OPTIONAL_LOSS_TERMS
 
 
 def load_config(path, overrides=()) -> DictConfig:
-    """Read a YAML config and apply ``key=value`` overrides (OmegaConf dotlist)."""
+    """Read a YAML config, composed by Hydra from its ``defaults`` list (adam.yaml is sam.yaml
+    with SAM off), and apply ``key=value`` overrides (OmegaConf dotlist: new keys allowed)."""
+    from hydra import compose, initialize_config_dir
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config (see training/configs/)")
-    cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+    with initialize_config_dir(config_dir=str(path.parent.resolve()), version_base=None):
+        composed = compose(config_name=path.stem)
+    cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(composed)), OmegaConf.from_dotlist(list(overrides)))
     for key in ("data", "model", "loss", "optimizer", "sam", "trainer", "output_dir"):
         if key not in cfg:
             raise ValueError(f"{path}: config lacks section '{key}' (compare training/configs/sam.yaml)")
