@@ -213,8 +213,10 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch, capsys):
     fourth = label_module.label_file(structures, out, progress=False)
     assert calls == [0, 1, 2, 3, 2] and fourth["labelled"] == 0  # only the failed frame is retried
     assert [a.info["source_index"] for a in ase.io.read(out, ":")] == [0, 1, 3]
-    with pytest.raises(ValueError, match="--wannier-order 2"):  # another estimator must not extend the file
-        label_module.label_file(structures, out, label_module.DFTSettings(wannier_order=1), progress=False)
+    with pytest.raises(ValueError, match="--wannier-order 1"):  # another estimator must not extend the file
+        label_module.label_file(structures, out, label_module.DFTSettings.converged(wannier_order=2, code="pyscf"), progress=False)
+    with pytest.raises(ValueError, match="--min-cell-length 10"):  # nor another Brillouin-zone sampling
+        label_module.label_file(structures, out, label_module.DFTSettings.converged(min_cell_length=0, code="pyscf"), progress=False)
     other = tmp_path / "other.extxyz"  # other structures must not count as done under the old labels
     ase.io.write(other, rattled(ammonia_phase_i(), 4, stdev=0.03, seed=2))
     with pytest.raises(ValueError, match=r"holds labels of other structures than .*other.extxyz \(frame 0 differs\)"):

@@ -33,6 +33,7 @@ from legato.geometry import closest_approach
 from legato.timing import time_to_go
 from legato.units import BOHR_IN_ANGSTROM, FORCE_AU_IN_EV_PER_ANGSTROM, HARTREE_IN_EV
 
+from .protocol import CONVERGED
 from .wannier import assign_centres, wannier_centres
 
 
@@ -49,6 +50,32 @@ class DFTSettings:
     max_cycle: int = 60
     wannier_owners: list[str] = field(default_factory=lambda: ["H"])  # species that never own centres
     wannier_order: int = 2  # Berry-phase estimator, see legato.training.wannier.spread_weights
+    #: Brillouin-zone sampling: a frame whose cell is thinner than this (A) along any axis is
+    #: labelled at the Gamma point of the smallest supercell that reaches it (the same as a
+    #: Gamma-centred k-mesh), and its labels are those of the supercell's first image.
+    #: 0 = Gamma point of the frame's own cell. See docs/convergence.md for the choice.
+    min_cell_length: float = 0.0
+    #: the program that solves Kohn-Sham: "pyscf" (a dependency) or "cp2k" (the Debian/Ubuntu
+    #: package cp2k; same method, 3-4x faster, Berry-phase centres = wannier_order 1)
+    code: str = "pyscf"
+    cp2k_cutoff: float = 800.0  # Ry, CP2K's plane-wave cutoff (forces converged to ~1 meV/A there)
+
+    @classmethod
+    def converged(cls, **overrides) -> "DFTSettings":
+        """The converged protocol (docs/convergence.md), `legato label`'s default: GTH-TZV2P,
+        the Gamma point of cells at least 10 A across, Berry-phase centres of order 1 (what
+        CP2K gives, so labels do not depend on the code), CP2K where it is installed."""
+        return cls(**{**CONVERGED, **overrides})
+
+    def resolved(self) -> "DFTSettings":
+        """``code="auto"`` made concrete: CP2K where installed (3-4x faster), else PySCF."""
+        if self.code != "auto":
+            return self
+        from dataclasses import replace
+
+        from . import cp2k
+
+        return replace(self, code="cp2k" if cp2k.executable() else "pyscf")
 
     def check(self, species) -> None:
         """Raise ValueError (one line, naming the option) for settings PySCF cannot run.
@@ -64,6 +91,16 @@ class DFTSettings:
             libxc.parse_xc(self.xc)
         except KeyError:
             raise ValueError(f"--xc {self.xc}: not a functional PySCF's libxc knows (e.g. pbe, blyp, scan)") from None
+        if self.code not in ("pyscf", "cp2k", "auto"):
+            raise ValueError(f"--code {self.code}: use pyscf, cp2k or auto")
+        if self.code == "cp2k":
+            from . import cp2k
+
+            cp2k.check(self.xc, self.basis, self.pseudo, self.dispersion)
+            if self.wannier_order != 1:
+                raise ValueError(f"--wannier-order {self.wannier_order}: CP2K's Wannier centres are the Berry-phase (Resta) estimator, order 1; use --wannier-order 1 with --code cp2k")
+        if not self.min_cell_length >= 0:
+            raise ValueError(f"--min-cell-length {self.min_cell_length}: give a length in A (0 = the Gamma point of each frame's own cell)")
         if self.ke_cutoff is not None and not self.ke_cutoff > 0:
             raise ValueError(f"--ke-cutoff {self.ke_cutoff}: give a positive cutoff in hartree (or leave it to PySCF)")
         for option, value, load in (("basis", self.basis, gto.basis.load), ("pseudo", self.pseudo, gto.pseudo.load)):
@@ -89,6 +126,7 @@ class DFTSettings:
             "basis": self.basis,
             "pseudo": self.pseudo,
             "wannier_order": self.wannier_order,
+            "min_cell_length": float(self.min_cell_length),
         }
 
 
@@ -115,15 +153,77 @@ def _cell(atoms: ase.Atoms, s: DFTSettings):
     return cell
 
 
-def label_frame(atoms: ase.Atoms, s: DFTSettings) -> ase.Atoms:
-    """One labelled copy of ``atoms`` (energy eV, forces eV/A, Wannier data in A)."""
-    import pyscf
-    from pyscf.pbc import dft
+def supercell_repeat(cell: np.ndarray, min_length: float) -> tuple[int, int, int]:
+    """Smallest repeat along each cell vector so that every plane spacing of the
+    supercell is at least ``min_length`` (A): the frame's Gamma-centred k-mesh."""
+    if not min_length:
+        return (1, 1, 1)
+    spacing = 1.0 / np.linalg.norm(np.linalg.inv(cell).T, axis=1)  # distance between opposite faces
+    return tuple(int(max(1, np.ceil(min_length / d - 1e-6))) for d in spacing)
 
+
+def label_frame(atoms: ase.Atoms, s: DFTSettings) -> ase.Atoms:
+    """One labelled copy of ``atoms`` (energy eV, forces eV/A, Wannier data in A).
+
+    With ``s.min_cell_length`` the calculation runs in a supercell (see
+    :func:`supercell_repeat`); energy is per frame (supercell energy / images), and
+    forces, Wannier centres and dipole are those of the first image, which ASE's
+    ``repeat`` puts first.
+    """
     closest = closest_approach(atoms)
     if closest < MIN_DISTANCE:
         raise ValueError(f"atoms {closest:.2f} A apart: not worth a DFT calculation (overlapping atoms)")
-    cell = _cell(atoms, s)
+    repeat = supercell_repeat(atoms.cell.array, s.min_cell_length)
+    if repeat == (1, 1, 1):
+        return _label_cell(atoms, s)
+    images = int(np.prod(repeat))
+    big = _label_cell(atoms.repeat(repeat), s)
+    n = len(atoms)
+    out = atoms.copy()
+    out.calc = None
+    out.info = {k: v for k, v in big.info.items() if k not in ("energy", "dipole")}
+    out.info["energy"] = big.info["energy"] / images
+    out.info["supercell"] = "x".join(str(r) for r in repeat)
+    for key in ("forces", WANNIER_DISP, WANNIER_COUNT, VALENCE_CHARGE):
+        out.arrays[key] = big.arrays[key][:n].copy()
+    out.info["dipole"] = dipole_from_wannier(out.positions, out.arrays[VALENCE_CHARGE], out.arrays[WANNIER_COUNT], out.arrays[WANNIER_DISP])
+    return out
+
+
+def _label_cell(atoms: ase.Atoms, s: DFTSettings) -> ase.Atoms:
+    """Gamma-point labels of ``atoms`` in its own cell."""
+    cell = _cell(atoms, s)  # PySCF's cell also gives the pseudopotentials' valence charges
+    valence = np.array([int(round(cell.atom_charge(i))) for i in range(len(atoms))])
+    if s.code == "cp2k":
+        from . import cp2k
+
+        charges = dict(zip(atoms.get_chemical_symbols(), valence.tolist()))
+        energy_ev, forces, centres, cycles, code = cp2k.run(atoms, s.xc, s.basis, s.pseudo, s.dispersion, charges, s.cp2k_cutoff, s.max_cycle)
+    else:
+        energy_ev, forces, centres, cycles, code = _pyscf_labels(cell, s)
+    owners = np.array([sym not in s.wannier_owners for sym in atoms.get_chemical_symbols()])
+    disp, count = assign_centres(atoms.positions, centres, atoms.cell.array, owners)
+    if 2 * count.sum() != valence.sum():
+        raise RuntimeError(f"{count.sum()} Wannier centres for {valence.sum()} valence electrons")
+
+    out = atoms.copy()
+    out.calc = None
+    out.info = {k: v for k, v in atoms.info.items() if k not in ("energy", "dipole")}
+    out.info["energy"] = float(energy_ev)
+    out.arrays["forces"] = np.asarray(forces)
+    out.arrays[WANNIER_DISP] = disp
+    out.arrays[WANNIER_COUNT] = count
+    out.arrays[VALENCE_CHARGE] = valence
+    out.info["dipole"] = dipole_from_wannier(out.positions, valence, count, disp)
+    out.info.update(s.provenance(), code=code, scf_cycles=int(cycles))
+    return out
+
+
+def _pyscf_labels(cell, s: DFTSettings):
+    """PySCF multigrid Kohn-Sham + D3: (energy eV, forces eV/A, Wannier centres A, SCF cycles, version)."""
+    import pyscf
+    from pyscf.pbc import dft
+
     mf = dft.RKS(cell, xc=s.xc).multigrid_numint()
     mf.conv_tol = s.conv_tol
     mf.max_cycle = s.max_cycle
@@ -137,26 +237,10 @@ def label_frame(atoms: ase.Atoms, s: DFTSettings) -> ase.Atoms:
         d3 = DFTD3Dispersion(cell, s.xc, version=s.dispersion).get_dispersion(grad=True)
         energy += float(d3["energy"])
         gradient = gradient + d3["gradient"]
-
     occupied = mf.mo_coeff[:, mf.mo_occ > 0]
     centres = wannier_centres(cell, occupied, s.wannier_order) * BOHR_IN_ANGSTROM
-    owners = np.array([sym not in s.wannier_owners for sym in atoms.get_chemical_symbols()])
-    disp, count = assign_centres(atoms.positions, centres, atoms.cell.array, owners)
-    valence = np.array([int(round(cell.atom_charge(i))) for i in range(len(atoms))])
-    if 2 * count.sum() != valence.sum():
-        raise RuntimeError(f"{count.sum()} Wannier centres for {valence.sum()} valence electrons")
-
-    out = atoms.copy()
-    out.calc = None
-    out.info = {k: v for k, v in atoms.info.items() if k not in ("energy", "dipole")}
-    out.info["energy"] = float(energy) * HARTREE_IN_EV
-    out.arrays["forces"] = -np.asarray(gradient) * FORCE_AU_IN_EV_PER_ANGSTROM
-    out.arrays[WANNIER_DISP] = disp
-    out.arrays[WANNIER_COUNT] = count
-    out.arrays[VALENCE_CHARGE] = valence
-    out.info["dipole"] = dipole_from_wannier(out.positions, valence, count, disp)
-    out.info.update(s.provenance(), code=f"pyscf {pyscf.__version__}", scf_cycles=int(getattr(mf, "cycles", -1)))
-    return out
+    forces = -np.asarray(gradient) * FORCE_AU_IN_EV_PER_ANGSTROM
+    return float(energy) * HARTREE_IN_EV, forces, centres, int(getattr(mf, "cycles", -1)), f"pyscf {pyscf.__version__}"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -180,7 +264,7 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
     """Label every frame of ``input_path`` into ``output_path``; resumable. Returns counts."""
     from tqdm import tqdm
 
-    settings = settings or DFTSettings()
+    settings = (settings or DFTSettings.converged()).resolved()
     frames = read_structures(input_path)
     settings.check({symbol for atoms in frames for symbol in atoms.get_chemical_symbols()})
     output_path = Path(output_path)
@@ -243,7 +327,8 @@ def _check_same_method(parts: Path, settings: DFTSettings) -> None:
         have = frame_provenance(ase.io.read(part, format="extxyz").info)
         differ = {k: have[k] for k in wanted if have[k] != wanted[k]}
         if differ:
-            hint = f"--wannier-order {have['wannier_order']}" if set(differ) == {"wannier_order"} else "the same --xc/--basis/--pseudo/--dispersion"
+            single = {"wannier_order": f"--wannier-order {have['wannier_order']}", "min_cell_length": f"--min-cell-length {have['min_cell_length']:g}"}
+            hint = single[next(iter(differ))] if len(differ) == 1 and next(iter(differ)) in single else "the same --xc/--basis/--pseudo/--dispersion"
             raise ValueError(f"{parts.name[: -len('.parts')]} was labelled with {differ}, not {wanted}: continue it with {hint}, or label into a new file")
 
 
