@@ -75,6 +75,39 @@ def molecules_of(atoms: ase.Atoms) -> list[np.ndarray]:
     return [np.flatnonzero(label == k) for k in range(n)]
 
 
+#: covalent cutoffs x this make bonds: PIMD beads stretch N-H to 1.12 A and more, past the
+#: plain sum of covalent radii (1.02 A), while hydrogen bonds (~2.3 A) stay out
+WHOLE_MOLECULE_BOND_FACTOR = 1.3
+
+
+def whole_molecules(numbers, positions, cell, pbc=True) -> np.ndarray:
+    """``positions`` (N, 3) A with every covalently bonded molecule made whole.
+
+    Each atom moves by lattice vectors to the minimum image of the bonded atom it is
+    reached from (breadth first from each molecule's first atom), whatever side of the
+    cell the input put it on. A neutral molecule translated by a lattice vector keeps
+    its dipole, so the cell dipole of whole molecules is continuous in time however
+    the positions were wrapped (i-PI's ``pbc='true'`` wraps them).
+    """
+    from ase.neighborlist import neighbor_list
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order, connected_components
+
+    positions = np.asarray(positions, dtype=float)
+    atoms = ase.Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+    first, second, vectors = neighbor_list("ijD", atoms, natural_cutoffs(atoms, mult=WHOLE_MOLECULE_BOND_FACTOR))
+    n = len(atoms)
+    graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(n, n)).tocsr()
+    bond = {(i, j): d for i, j, d in zip(first.tolist(), second.tolist(), vectors)}
+    whole = positions.copy()
+    _, label = connected_components(graph, directed=False)
+    for root in np.unique(label, return_index=True)[1]:
+        order, parent = breadth_first_order(graph, root, directed=False, return_predecessors=True)
+        for atom in order[1:]:
+            whole[atom] = whole[parent[atom]] + bond[(int(parent[atom]), int(atom))]
+    return whole
+
+
 def order_by_species(atoms: ase.Atoms) -> ase.Atoms:
     """Heavy atoms first, then hydrogens (stable order for i-PI files)."""
     order = np.argsort(-atoms.numbers, kind="stable")

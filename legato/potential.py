@@ -13,11 +13,13 @@ from typing import Sequence
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
+from ase.data import atomic_numbers
 from ase.stress import full_3x3_to_voigt_6_stress
 from nequip.data import AtomicDataDict
 from nequip.data.transforms import NeighborListTransform
 
 from legato.fields import WANNIER_DISP, dipole_from_wannier
+from legato.geometry import whole_molecules
 from legato.modelfile import ModelFileError, load_model
 
 
@@ -115,6 +117,9 @@ class ModelPotential:
             for i in range(0, n_frames, step)
         ]
         result = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        if cells is not None and np.any(pbc):  # the dipole of whole molecules, however the positions were wrapped
+            numbers = [atomic_numbers[s] for s in symbols]
+            positions = np.stack([whole_molecules(numbers, positions[b], cells[b], pbc) for b in range(n_frames)])
         result["dipole"] = dipole_from_wannier(
             positions, self.per_atom(symbols, "valence_charge"), self.per_atom(symbols, "wannier_count"), result["wannier_disp"]
         )
