@@ -1,1 +1,1 @@
-"""Spectra from i-PI trajectories: IR, INS, and the NQE comparison."""
+"""Reading results: IR and INS spectra of i-PI runs, the NQE comparison, time to failure, sharpness, orientational order."""

@@ -1,1 +1,1 @@
-"""i-PI socket driver: serves a legato model's forces and per-bead dipoles."""
+"""Running models: the i-PI socket driver (forces and per-bead dipoles), `legato run` and the demo's runs."""

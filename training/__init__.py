@@ -1,1 +1,1 @@
-"""Data sets, the Allegro + Wannier model, SAM training and DFT labelling."""
+"""Making models: starting structures, DFT labels, data-set curation (committee selection, merging), SAM training and test errors."""
