@@ -6,12 +6,24 @@ need no DFT and know what is learnable.
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
+
+# One OpenMP thread per process (this one and the i-PI, driver, training and PySCF processes
+# the tests start, which inherit it) unless OMP_NUM_THREADS is set: the test models are tiny,
+# and most tests run i-PI beside a driver, so two threads each oversubscribe two cores. With
+# two threads, 50 MD steps of the shipped model took 23 CPU-s instead of 1.6 on a busy 2-core
+# machine (one-off timing).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import ase.io
 import numpy as np
 import pytest
 import torch
 
+if os.environ["OMP_NUM_THREADS"].isdigit():
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin loaded torch first
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; the same backend with or without a display
 
 from legato.model import build_model
@@ -135,3 +147,30 @@ def compiled_variants(monkeypatch):
     compile_variant = CompileGraphModel._compile_variant
     monkeypatch.setattr(CompileGraphModel, "_compile_variant", lambda self, *a: seen.append(a[1]) or compile_variant(self, *a))
     return seen
+
+
+@pytest.fixture
+def legato_in_process(monkeypatch, capsys):
+    """``legato ARGS`` run by ``legato.cli.main`` in this process, from the repository root:
+    a ``subprocess.CompletedProcess`` (returncode, stdout, stderr) like a ``legato`` run.
+
+    For commands that stop with a one-line error before any work: a fresh Python spends
+    2-5 s of each such check importing torch, nequip, i-PI or PySCF. tests/test_cli.py
+    keeps a few of these checks in a fresh process, where a warning printed on import
+    would also break the one line."""
+    from legato.cli import main
+
+    def run(*args):
+        args = [str(a) for a in args]
+        monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+        monkeypatch.setattr(sys, "argv", ["legato", *args])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(["legato", *args], code, out.out, out.err)
+
+    return run

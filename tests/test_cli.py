@@ -32,12 +32,12 @@ def test_the_choices_of_string_options_are_those_their_stages_take():
     assert [k.value for k in cli.Correction] == list(CORRECTIONS)
 
 
-def test_version_names_the_package_and_its_engines():
+def test_version_names_the_package_and_its_engines(legato_in_process):
     import torch
 
     from legato import __version__
 
-    result = legato("--version")
+    result = legato_in_process("--version")
     assert result.returncode == 0
     assert result.stdout.startswith(f"legato-pimd {__version__} (") and f"torch {torch.__version__}" in result.stdout
 
@@ -81,7 +81,26 @@ def test_version_names_the_package_and_its_engines():
         (["nqe", "a", "b", "--equilibration", "-0.1"], "--equilibration -0.1: give a fraction"),
     ],
 )
-def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):
+def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message, legato_in_process):
+    result = legato_in_process(*args)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["info", "README.md"], "corrupt or not a legato model file"),  # torch and nequip loaded
+        (["structures", "unused.extxyz", "-n", "0"], "-n 0: give at least 1"),
+        pytest.param(["run", "nh3_solid_pimd_nvt.xml", "-o", "no/such/run", "--beads", "0"], "--beads 0: give at least 1", marks=pytest.mark.slow),  # i-PI
+        pytest.param(["label", "data/nh3_dft_test.extxyz", "unused.extxyz", "--limit", "0"], "--limit 0: give at least 1", marks=pytest.mark.slow),  # PySCF
+        (["spectrum", "raman", "."], "'raman' is not one of 'ir', 'ins'"),  # a usage error typer raises
+    ],
+)
+def test_one_line_errors_stay_one_line_in_a_fresh_process(args, message):
+    """As the checks above, in a new Python as a user starts it: a warning printed while a
+    library loads (stderr, outside pytest's capture) would add a line."""
     result = legato(*args)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -100,16 +119,16 @@ def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message):
         (["-m", "README.md"], "corrupt or not a legato model file"),
     ],
 )
-def test_bad_run_settings_fail_in_one_line_before_the_run_folder_is_made(tmp_path, args, message):
+def test_bad_run_settings_fail_in_one_line_before_the_run_folder_is_made(tmp_path, args, message, legato_in_process):
     """i-PI would reject them only after `legato run` had written the run folder (and a traceback for 0 beads)."""
-    result = legato("run", "nh3_solid_pimd_nvt.xml", "-o", tmp_path / "run", *args)
+    result = legato_in_process("run", "nh3_solid_pimd_nvt.xml", "-o", tmp_path / "run", *args)
     lines = result.stderr.strip().splitlines()
     assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "run").exists()
 
 
-def test_nqe_of_a_missing_run_makes_no_output_folder(tmp_path):
-    result = legato("nqe", tmp_path / "no_classical_run", tmp_path / "no_pimd_run", "-o", tmp_path / "nqe")
+def test_nqe_of_a_missing_run_makes_no_output_folder(tmp_path, legato_in_process):
+    result = legato_in_process("nqe", tmp_path / "no_classical_run", tmp_path / "no_pimd_run", "-o", tmp_path / "nqe")
     assert result.returncode != 0 and "no_classical_run: no i-PI input" in result.stderr
     assert not (tmp_path / "nqe").exists()
 
@@ -141,20 +160,20 @@ def test_the_readme_python_examples_run():
         assert result.returncode == 0, result.stderr
 
 
-def test_merge_keeps_each_frame_once(synthetic_dataset, tmp_path):
+def test_merge_keeps_each_frame_once(synthetic_dataset, tmp_path, legato_in_process):
     import ase.io
 
     frames = ase.io.read(synthetic_dataset, ":")
     ase.io.write(tmp_path / "overlap.extxyz", frames[:5], format="extxyz")
     merged_file = tmp_path / "new_folder" / "merged.extxyz"  # the folder is made
-    result = legato("merge", synthetic_dataset, tmp_path / "overlap.extxyz", "-o", merged_file)
+    result = legato_in_process("merge", synthetic_dataset, tmp_path / "overlap.extxyz", "-o", merged_file)
     assert result.returncode == 0, result.stderr
     assert "5 duplicates dropped" in result.stdout
     merged = ase.io.read(merged_file, ":")
     assert len(merged) == len(frames) and {a.info["source_file"] for a in merged} == {synthetic_dataset.name}
 
 
-def test_structures_path_with_no_displacement_is_an_energy_profile_between_the_end_points(tmp_path):
+def test_structures_path_with_no_displacement_is_an_energy_profile_between_the_end_points(tmp_path, legato_in_process):
     import ase.io
     import numpy as np
 
@@ -165,29 +184,32 @@ def test_structures_path_with_no_displacement_is_an_energy_profile_between_the_e
     end = rotated_molecule(start, 60.0, np.random.default_rng(0), molecules_of(start))
     ase.io.write(tmp_path / "ends.extxyz", [start, end])
     for extra, on_path in [(["--stdev", "0", "--overshoot", "0"], True), ([], False)]:
-        result = legato("structures", tmp_path / "p.extxyz", "--kind", "path", "--between", tmp_path / "ends.extxyz", "-n", "3", *extra)
+        result = legato_in_process("structures", tmp_path / "p.extxyz", "--kind", "path", "--between", tmp_path / "ends.extxyz", "-n", "3", *extra)
         assert result.returncode == 0, result.stderr
         frames = ase.io.read(tmp_path / "p.extxyz", ":")
         exact = [np.allclose(f.positions, e.positions, atol=1e-8) for f, e in zip(frames[::2], [start, end])]
         assert exact == [on_path, on_path]
 
 
-def test_structures_displaced_from_an_ipi_file_keep_its_cell(tmp_path):
+def test_structures_displaced_from_an_ipi_file_keep_its_cell(tmp_path, legato_in_process):
     import ase.io
 
-    result = legato("structures", tmp_path / "d.extxyz", "--kind", "displaced", "--source", "ipi_inputs/nh3_phase_i.xyz", "-n", "2")
+    result = legato_in_process("structures", tmp_path / "d.extxyz", "--kind", "displaced", "--source", "ipi_inputs/nh3_phase_i.xyz", "-n", "2")
     assert result.returncode == 0, result.stderr
     frames = ase.io.read(tmp_path / "d.extxyz", ":")
     assert len(frames) == 2 and all(f.pbc.all() and f.cell.cellpar() == pytest.approx([5.13] * 3 + [90] * 3) for f in frames)
 
 
-def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_model_file):
-    result = legato("structures", tmp_path / "s.extxyz", "--kind", "ammonia-crystal", "--repeat", "1")
+@pytest.mark.slow  # the pipeline end to end: two i-PI runs and the spectra, ~40 s
+def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_model_file, legato_in_process):
+    """The runs as a user starts them (200 steps each: the spectra's checks are of their files and
+    lines); structures, nqe and spectrum in this process, saving three Python start-ups."""
+    result = legato_in_process("structures", tmp_path / "s.extxyz", "--kind", "ammonia-crystal", "--repeat", "1")
     assert result.returncode == 0
     for name, template, beads in (("classical", "nh3_solid_classical_nvt.xml", 1), ("pimd", "nh3_solid_trpmd.xml", 4)):
-        run = legato("run", template, "-o", tmp_path / name, "-m", trained_model_file, "--beads", beads, "--steps", 400, "--stride", 2, "--no-progress")
+        run = legato("run", template, "-o", tmp_path / name, "-m", trained_model_file, "--beads", beads, "--steps", 200, "--stride", 2, "--no-progress")
         assert run.returncode == 0, run.stderr
-    nqe = legato("nqe", tmp_path / "classical", tmp_path / "pimd", "-o", tmp_path / "nqe")
+    nqe = legato_in_process("nqe", tmp_path / "classical", tmp_path / "pimd", "-o", tmp_path / "nqe")
     assert nqe.returncode == 0, nqe.stderr
     for kind in ("ir", "ins"):
         assert (tmp_path / "nqe" / f"{kind}_nqe.png").stat().st_size > 10000
@@ -196,7 +218,7 @@ def test_structures_then_classical_and_pimd_runs_then_nqe(tmp_path, trained_mode
     shares = json.loads((tmp_path / "nqe" / "summary.json").read_text())["ins"]["dos_share_below_60_cm-1"]
     assert set(shares) == {"classical", "pimd"} and all(set(v) == {"H", "N"} and all(0 <= x <= 1 for x in v.values()) for v in shares.values())
     assert f"classical N {100 * shares['classical']['N']:.1f}%" in nqe.stdout
-    single = legato("spectrum", "ins", tmp_path / "pimd", "-o", tmp_path / "ins_pimd")
+    single = legato_in_process("spectrum", "ins", tmp_path / "pimd", "-o", tmp_path / "ins_pimd")
     assert single.returncode == 0, single.stderr
     assert f"DOS share below 60 cm^-1: pimd N {100 * shares['pimd']['N']:.1f}%" in single.stdout
 
@@ -210,7 +232,7 @@ def test_demo_warns_when_the_crystal_has_low_frequency_motion():
     assert warning.startswith("warning: 6.7% of a DOS lies below 60 cm^-1")
 
 
-def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, tiny_model_file, trained_model_file):
+def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, tiny_model_file, trained_model_file, legato_in_process):
     import ase.io
 
     from legato.geometry import ammonia_phase_i
@@ -219,7 +241,7 @@ def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, 
     candidates = tmp_path / "candidates.extxyz"
     ase.io.write(candidates, rattled(ammonia_phase_i(), 8, stdev=0.05, seed=3))
     out = tmp_path / "picked.extxyz"
-    result = legato("select", tiny_model_file, trained_model_file, "-f", candidates, "-n", 3, "--min-separation", 2, "-o", out)
+    result = legato_in_process("select", tiny_model_file, trained_model_file, "-f", candidates, "-n", 3, "--min-separation", 2, "-o", out)
     assert result.returncode == 0, result.stderr
     picked = ase.io.read(out, ":")
     indices = [a.info["selected_index"] for a in picked]
@@ -227,7 +249,7 @@ def test_select_writes_the_most_disputed_frames_with_their_provenance(tmp_path, 
     assert all(a.info["selected_from"] == str(candidates) and a.info["committee_force_spread"] > 0 for a in picked)
 
 
-def test_select_ranks_frames_of_several_files_together_without_repeats_or_skipped_frames(tmp_path, tiny_model_file, trained_model_file):
+def test_select_ranks_frames_of_several_files_together_without_repeats_or_skipped_frames(tmp_path, tiny_model_file, trained_model_file, legato_in_process):
     import ase.io
 
     from legato.geometry import ammonia_phase_i
@@ -238,90 +260,95 @@ def test_select_ranks_frames_of_several_files_together_without_repeats_or_skippe
     ase.io.write(tmp_path / "pos_1.extxyz", [frames[0]] + frames[4:])  # shares its first frame with pos_0, as PIMD beads do
     out = tmp_path / "picked.extxyz"
     args = ("select", tiny_model_file, trained_model_file, "-f", tmp_path / "pos_*.extxyz", "--min-separation", 1, "-o", out)
-    result = legato(*args, "-n", 10)
+    result = legato_in_process(*args, "-n", 10)
     assert result.returncode == 0, result.stderr
     assert "6 of 6 frames from 2 file(s)" in result.stdout  # the repeated first frame counted once
     picked = {(a.info["selected_from"], a.info["selected_index"]) for a in ase.io.read(out, ":")}
     assert {(str(tmp_path / "pos_1.extxyz"), i) for i in (1, 2)} <= picked and (str(tmp_path / "pos_1.extxyz"), 0) not in picked
-    result = legato(*args, "-n", 10, "--skip", 2)
+    result = legato_in_process(*args, "-n", 10, "--skip", 2)
     assert "3 of 3 frames" in result.stdout and all(a.info["selected_index"] >= 2 for a in ase.io.read(out, ":"))
-    missing = legato("select", tiny_model_file, trained_model_file, "-f", tmp_path / "nothing_*.xyz", "-o", out)
+    missing = legato_in_process("select", tiny_model_file, trained_model_file, "-f", tmp_path / "nothing_*.xyz", "-o", out)
     assert missing.returncode == 2 and "nothing_*.xyz: no such file" in missing.stderr
 
 
-def test_orientation_quenches_the_last_frame_and_exits_1_past_the_shift_limit(tmp_path):
+@pytest.mark.slow  # two MD runs and four quenches with the shipped model, ~40 s
+def test_orientation_quenches_the_last_frame_and_exits_1_past_the_shift_limit(tmp_path, legato_in_process):
+    """The verb's plumbing (the quench, the exit code, --minima, the bar); whether the shipped models
+    stay ordered is tests/test_shipped.py's. 50 steps (200 before): the MD costs 1/8, and the crystal
+    turns 7 deg instead of 19 deg (limit 20), so "ordered" is no longer a near miss."""
     import ase.io
 
     minima = tmp_path / "minima.extxyz"
-    result = legato("orientation", "models/sam.legato.pt", "--repeat", 1, "--steps", 200, "--minima", minima)
+    result = legato_in_process("orientation", "models/sam.legato.pt", "--repeat", 1, "--steps", 50, "--minima", minima)
     assert result.returncode == 0, result.stderr
     assert "-> ordered" in result.stdout and "-> same minimum" in result.stdout
     assert len(ase.io.read(minima, ":")) == 2
-    strict = legato("orientation", "models/sam.legato.pt", "--repeat", 1, "--steps", 200, "--max-shift", 0, "--no-progress")
+    strict = legato_in_process("orientation", "models/sam.legato.pt", "--repeat", 1, "--steps", 50, "--max-shift", 0, "--no-progress")
     assert strict.returncode == 1 and "ANOTHER minimum" in strict.stdout
     assert "orientation sam.legato.pt" in result.stderr and "orientation sam.legato.pt" not in strict.stderr  # the bar, and --no-progress
 
 
-def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file):
+def test_failure_study_resumes_without_rerunning(tmp_path, trained_model_file, legato_in_process):
     import json
 
     args = ["failure", trained_model_file, "-o", tmp_path, "--sizes", "1", "--seeds", "2", "--max-steps", "20", "--temperature", "100"]
-    first = legato(*args)
+    first = legato_in_process(*args)
     assert first.returncode == 0, first.stderr
     results = tmp_path / Path(trained_model_file).name.split(".")[0] / "trajectories.jsonl"
     assert len(results.read_text().splitlines()) == 2
-    second = legato(*args, "--no-progress")
+    second = legato_in_process(*args, "--no-progress")
     assert second.returncode == 0 and len(results.read_text().splitlines()) == 2
     bar = f"failure {Path(trained_model_file).name}"
     assert bar in first.stderr and bar not in second.stderr
     assert {json.loads(line)["seed"] for line in results.read_text().splitlines()} == {1000, 1001}
     assert "N =   16" in second.stdout
     assert "beta undetermined" in second.stdout and "nan" not in second.stdout  # one size: no fit
-    hotter = legato(*args[:-1], "200")  # other settings must not extend this study
+    hotter = legato_in_process(*args[:-1], "200")  # other settings must not extend this study
     assert hotter.returncode != 0 and "other settings" in hotter.stderr and "temperature" in hotter.stderr
     assert len(results.read_text().splitlines()) == 2
 
 
-def test_failure_study_runs_supercells_of_a_given_structure(tmp_path, trained_model_file):
+def test_failure_study_runs_supercells_of_a_given_structure(tmp_path, trained_model_file, legato_in_process):
     """--structure: the 32-atom liquid box (an i-PI xyz) instead of phase I; its study keeps to it."""
     import json
 
     args = ["failure", trained_model_file, "-o", tmp_path, "--sizes", "1,2", "--seeds", "1", "--max-steps", "10", "--temperature", "100", "--no-progress"]
-    result = legato(*args, "--structure", "ipi_inputs/nh3_liquid_8.xyz")
+    result = legato_in_process(*args, "--structure", "ipi_inputs/nh3_liquid_8.xyz")
     assert result.returncode == 0, result.stderr
     results = tmp_path / Path(trained_model_file).name.split(".")[0] / "trajectories.jsonl"
     assert sorted(json.loads(line)["n_atoms"] for line in results.read_text().splitlines()) == [32, 64]
     assert "N =   32" in result.stdout and "N =   64" in result.stdout
-    other = legato(*args, "--structure", "ipi_inputs/nh3_phase_i.xyz")  # another cell must not extend this study
+    other = legato_in_process(*args, "--structure", "ipi_inputs/nh3_phase_i.xyz")  # another cell must not extend this study
     assert other.returncode != 0 and "structure_sha256" in other.stderr
     molecule = tmp_path / "molecule.xyz"
     molecule.write_text("4\n\nN 0 0 0\nH 1 0 0\nH 0 1 0\nH 0 0 1\n")
-    no_cell = legato(*args[:3], tmp_path / "m", *args[4:], "--structure", molecule)
+    no_cell = legato_in_process(*args[:3], tmp_path / "m", *args[4:], "--structure", molecule)
     assert no_cell.returncode != 0 and "give a periodic structure with a 3D cell" in no_cell.stderr
 
 
-def test_failure_study_in_worker_processes_runs_each_trajectory_once(tmp_path, trained_model_file):
+@pytest.mark.slow  # three studies, one in worker processes, ~30 s
+def test_failure_study_in_worker_processes_runs_each_trajectory_once(tmp_path, trained_model_file, legato_in_process):
     import json
 
     args = ["failure", trained_model_file, "--sizes", "1,2", "--seeds", "2", "--max-steps", "20", "--temperature", "100"]
     records = {}
-    for workers in (1, 2):
-        run = legato(*args, "-o", tmp_path / str(workers), "--workers", workers)
+    for workers in (1, 2):  # one worker: in this process; two: `legato failure` as a user starts it
+        run = (legato_in_process if workers == 1 else legato)(*args, "-o", tmp_path / str(workers), "--workers", workers)
         assert run.returncode == 0, run.stderr
         lines = (tmp_path / str(workers) / Path(trained_model_file).name.split(".")[0] / "trajectories.jsonl").read_text().splitlines()
         records[workers] = sorted((r["n_atoms"], r["seed"], r["steps"], r["failed"]) for r in map(json.loads, lines))
     assert [(n, seed) for n, seed, *_ in records[2]] == [(16, 1000), (16, 1001), (32, 2000), (32, 2001)]
     assert records[2] == records[1]
-    bad = legato(*args, "-o", tmp_path / "0", "--workers", 0)
+    bad = legato_in_process(*args, "-o", tmp_path / "0", "--workers", 0)
     assert bad.returncode != 0 and "--workers 0" in bad.stderr
 
 
-def test_compare_tables_t_failure_per_size_side_by_side(tmp_path, trained_model_file):
+def test_compare_tables_t_failure_per_size_side_by_side(tmp_path, trained_model_file, legato_in_process):
     import csv
 
     import numpy as np
 
-    result = legato("compare", trained_model_file, trained_model_file, "--data", tmp_path / "none.extxyz", "-o", tmp_path,
+    result = legato_in_process("compare", trained_model_file, trained_model_file, "--data", tmp_path / "none.extxyz", "-o", tmp_path,
                     "--sizes", "1", "--seeds", "1", "--max-steps", "10", "--temperature", "100", "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "traj" not in result.stderr  # no progress bars
@@ -330,16 +357,16 @@ def test_compare_tables_t_failure_per_size_side_by_side(tmp_path, trained_model_
     assert (tmp_path / "failure_comparison.png").stat().st_size > 0
 
 
-def test_demo_refuses_to_reuse_runs_made_with_other_settings(tmp_path):
+def test_demo_refuses_to_reuse_runs_made_with_other_settings(tmp_path, legato_in_process):
     """A demo folder is reused only by the same model and settings (finished runs are skipped)."""
     import json
 
     other = tmp_path / "other"
     other.mkdir()
     (other / "study.json").write_text(json.dumps({"model_sha256": "0" * 64, "temperature": 150.0, "production": False, "start": "relaxed, equilibrated"}))
-    result = legato("demo", "-o", other, "--no-progress", timeout=120)
+    result = legato_in_process("demo", "-o", other, "--no-progress")
     assert result.returncode != 0 and "holds a study with other settings" in result.stderr and "model_sha256" in result.stderr
     old = tmp_path / "old"
     (old / "classical").mkdir(parents=True)
-    result = legato("demo", "-o", old, "--no-progress", timeout=120)
+    result = legato_in_process("demo", "-o", old, "--no-progress")
     assert result.returncode != 0 and "older legato demo" in result.stderr

@@ -59,14 +59,20 @@ def block_error(x, n_blocks=10):
     return means.std(ddof=1) / np.sqrt(n_blocks)
 
 
+@pytest.mark.slow  # i-PI with 32 beads, ~20 s
 def test_pimd_harmonic_oscillator_gives_the_quantum_kinetic_energy(tmp_path):
-    temperature, nbeads, n_atoms = 100.0, 32, 8
+    """32 beads, 32 atoms for 2000 steps of 2 fs. i-PI's cost is per step, hardly per atom: 32 atoms
+    for 4 ps sample more than the 8 atoms for 6000 steps of 1 fs (6 ps) this test ran before, so the
+    block error is smaller (0.17% of the KE against 0.34%, one-off runs) at a third of the time. The
+    free ring polymer is integrated exactly in normal modes and 2 fs is 1/60 of the oscillator's
+    period (mean KE 0.04% off the exact value, 0.18% at 1 fs). The classical answer is 48% of it."""
+    temperature, nbeads, n_atoms = 100.0, 32, 32
     kT = ase_units.kB * temperature
     hbar_omega = 4 * kT  # deep quantum regime: KE is ~2x the classical kT/2
     mass_kg = 1.00794 * ase_units._amu
     omega = hbar_omega * ase_units._e / ase_units._hbar
     k_ev_a2 = mass_kg * omega**2 / ase_units._e * 1e-20
-    xml, settings, k = harmonic_input(tmp_path, n_atoms, nbeads, temperature, steps=6000, k_ev_a2=k_ev_a2)
+    xml, settings, k = harmonic_input(tmp_path, n_atoms, nbeads, temperature, steps=2000, k_ev_a2=k_ev_a2, timestep_fs=2.0)
     drivers = lambda structure: LegatoDriver(potential=HarmonicPotential(k), symbols=["H"] * n_atoms, periodic=False)
     run_simulation(xml, tmp_path / "run", drivers, settings, progress=False)
     props = read_properties(tmp_path / "run" / "simulation.out")
@@ -109,6 +115,7 @@ def test_per_bead_dipoles_are_what_the_driver_sent(tmp_path, tiny_model_file):
         assert np.abs(np.diff(dipoles, axis=0)).max() > 1e-3  # the beads moved, the dipoles changed
 
 
+@pytest.mark.slow  # i-PI and two driver processes, ~25 s
 def test_killed_driver_restarted_loses_and_repeats_no_step(tmp_path, tiny_model_file):
     from legato.driver.run import socket_name, write_input
 
@@ -138,7 +145,7 @@ def test_killed_driver_restarted_loses_and_repeats_no_step(tmp_path, tiny_model_
     np.testing.assert_array_equal(steps, np.arange(0, 301, 10))
 
 
-def test_driver_refuses_a_structure_that_does_not_match_ipi(tmp_path, tiny_model_file):
+def test_driver_refuses_a_structure_that_does_not_match_ipi(tmp_path, tiny_model_file, legato_in_process):
     from legato.driver.run import socket_name, write_input
 
     run_dir = tmp_path / "bad"
@@ -147,7 +154,7 @@ def test_driver_refuses_a_structure_that_does_not_match_ipi(tmp_path, tiny_model
     ipi = subprocess.Popen([str(Path(sys.executable).parent / "i-pi"), xml.name], cwd=run_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wrong = TEMPLATES / "nh3_liquid_8.xyz"  # 32 atoms, i-PI runs 16
-        result = subprocess.run(LEGATO + ["serve", str(tiny_model_file), "-s", str(wrong), "-u", socket_name(run_dir)], capture_output=True, text=True, timeout=120)
+        result = legato_in_process("serve", tiny_model_file, "-s", wrong, "-u", socket_name(run_dir))
     finally:
         ipi.kill()
         ipi.wait()
@@ -156,10 +163,10 @@ def test_driver_refuses_a_structure_that_does_not_match_ipi(tmp_path, tiny_model
     assert "i-PI sent 16 atoms but the driver's structure has 32" in last
 
 
-def test_driver_refuses_a_model_without_the_structures_species(tmp_path, tiny_model_file):
+def test_driver_refuses_a_model_without_the_structures_species(tmp_path, tiny_model_file, legato_in_process):
     water = tmp_path / "water.xyz"
     water.write_text("3\n\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
-    result = subprocess.run(LEGATO + ["serve", str(tiny_model_file), "-s", str(water), "-u", "nobody"], capture_output=True, text=True, timeout=120)
+    result = legato_in_process("serve", tiny_model_file, "-s", water, "-u", "nobody")
     assert result.returncode != 0
     assert "model knows ['H', 'N'] but the structure has ['O']" in result.stderr
 
@@ -179,7 +186,7 @@ def test_a_run_started_from_an_equilibration_continues_its_state(tmp_path, tiny_
         write_input(TEMPLATES / "nh3_solid_pimd_nvt.xml", tmp_path / "other", RunSettings(nbeads=4, start=equilibration / "RESTART"))
 
 
-def test_run_starts_from_any_structure_file_with_a_cell(tmp_path):
+def test_run_starts_from_any_structure_file_with_a_cell(tmp_path, legato_in_process):
     """--structure: an extxyz water box (no ammonia) runs under a template written for ammonia."""
     import ase.io
 
@@ -189,7 +196,7 @@ def test_run_starts_from_any_structure_file_with_a_cell(tmp_path):
     water = molecular_liquid("H2O", 4, 1.0, seed=0)
     ase.io.write(tmp_path / "water.extxyz", water)
     args = ["run", "nh3_solid_pimd_nvt.xml", "-o", tmp_path / "run", "--potential", "harmonic:k=1", "--beads", "2", "--steps", "4", "--stride", "2", "--no-progress"]
-    result = subprocess.run(LEGATO + [str(a) for a in args] + ["--structure", str(tmp_path / "water.extxyz")], capture_output=True, text=True, timeout=300)
+    result = legato_in_process(*args, "--structure", tmp_path / "water.extxyz")
     assert result.returncode == 0, result.stderr
     frames = read_frames(bead_files(tmp_path / "run", "simulation", "pos")[0])
     assert frames[0].get_chemical_symbols() == water.get_chemical_symbols()
@@ -212,11 +219,8 @@ def test_an_ipi_that_dies_at_start_is_reported_at_once(tmp_path, tiny_model_file
     assert time.monotonic() - started < 50  # the connection wait is 60 s
 
 
-def test_serve_without_ipi_times_out_with_a_clear_error(tiny_model_file):
-    result = subprocess.run(
-        LEGATO + ["serve", str(tiny_model_file), "-s", str(TEMPLATES / "nh3_phase_i.xyz"), "-u", "no-such-server", "--connect-wait", "1"],
-        capture_output=True, text=True, timeout=120,
-    )
+def test_serve_without_ipi_times_out_with_a_clear_error(tiny_model_file, legato_in_process):
+    result = legato_in_process("serve", tiny_model_file, "-s", TEMPLATES / "nh3_phase_i.xyz", "-u", "no-such-server", "--connect-wait", "1")
     assert result.returncode != 0
     assert "no i-PI server at /tmp/ipi_no-such-server" in result.stderr
 
@@ -246,6 +250,7 @@ def test_non_finite_model_output_is_never_sent(tiny_model_file):
         driver(np.eye(3) * 20, np.array([[0.0, 0, 0], [1.5, 0, 0]]))
 
 
+@pytest.mark.slow  # i-PI and a second driver process
 def test_two_driver_processes_share_the_beads(tmp_path, tiny_model_file, monkeypatch):
     """Started from a folder holding a `legato/` that is not the package (a repository root
     beside a non-editable install), with a relative run folder: the helper still serves."""
@@ -292,6 +297,7 @@ def test_atoms_per_call_reaches_the_model_and_zero_is_refused(tiny_model_file):
         LegatoDriver(model=str(tiny_model_file), structure=structure, atoms_per_call=0)
 
 
+@pytest.mark.slow  # torch.compile builds C++ kernels, ~1-2 min on a fresh machine
 def test_compiled_driver_serves_the_eager_energies_forces_and_dipoles(tiny_model_file, compiled_variants):
     from legato import units
     from legato.fileio import read_structures
@@ -312,6 +318,7 @@ def test_compiled_driver_serves_the_eager_energies_forces_and_dipoles(tiny_model
         np.testing.assert_allclose(json.loads(x_comp)["dipole"], json.loads(x_eager)["dipole"], rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.slow  # a fresh process: the compiler is found when torch loads
 def test_compiled_driver_without_a_cxx_compiler_is_refused_with_the_fix():
     result = subprocess.run(
         LEGATO + ["serve", "-s", str(TEMPLATES / "nh3_phase_i.xyz"), "-u", "unused_compile", "--compile", "--connect-wait", "1"],

@@ -269,6 +269,7 @@ def test_ipi_xyz_frames_are_labelled_in_their_cell(tmp_path, monkeypatch):
     assert ase.io.read(tmp_path / "out.extxyz").pbc.all()
 
 
+@pytest.mark.slow  # three periodic SCFs at PySCF's default cutoff, ~25 s
 def test_labelled_forces_are_minus_the_gradient_of_the_labelled_energy():
     """PySCF multigrid PBE + D3(BJ) as `legato label` runs it: central difference along a random direction."""
     from ase.build import molecule

@@ -49,6 +49,7 @@ def test_model_card_numbers_reproduce(shipped, name):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.slow  # 1000 MD steps and a quench with each shipped model, ~30 s each
 def test_phase_i_stays_orientationally_ordered_at_150_K(name):
     """Phase I melts at 195 K: at 150 K molecules librate (~10 deg classically) but must
     not turn over, and the last frame must relax back into the starting minimum."""

@@ -81,6 +81,7 @@ def test_ema_run_validates_checkpoints_and_exports_the_averaged_weights(syntheti
     assert errors["forces_mae_meV_per_A"] == pytest.approx(1e3 * logged[best["epoch"]], rel=1e-3)
 
 
+@pytest.mark.slow  # torch.compile builds C++ kernels, ~1-2 min on a fresh machine
 def test_compiled_sam_training_takes_the_same_steps_as_eager(synthetic_dataset, tmp_path, compiled_variants, capsys):
     runs = {}
     for mode in ("eager", "compile"):
@@ -115,6 +116,7 @@ def test_corrupt_and_foreign_model_files_are_refused(trained, tmp_path):
         read_model_file(tmp_path / "missing.legato.pt")
 
 
+@pytest.mark.slow  # two `legato train` processes, ~30 s
 def test_resume_after_kill_continues_the_same_run(synthetic_dataset, tmp_path):
     out = tmp_path / "run"
     cfg_file = tmp_path / "cfg.yaml"
@@ -336,14 +338,9 @@ def test_molecule_force_loss_trains_and_is_monitored(synthetic_dataset, tmp_path
         ),
     ],
 )
-def test_bad_settings_are_refused_before_training(override, message, tmp_path):
+def test_bad_settings_are_refused_before_training(override, message, tmp_path, legato_in_process):
     out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "legato.cli", "train", "training/configs/sam.yaml", override, f"output_dir={out}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = legato_in_process("train", "training/configs/sam.yaml", override, f"output_dir={out}")
     assert result.returncode != 0
     assert message in result.stderr
     assert not out.exists()
@@ -363,6 +360,7 @@ def test_the_adam_config_is_the_sam_config_with_sam_off():
     assert {k: v for k, v in adam["trainer"].items() if k != "max_epochs"} == {k: v for k, v in sam["trainer"].items() if k != "max_epochs"}
 
 
+@pytest.mark.slow  # a fresh process: the compiler is found when torch loads
 def test_compiled_training_without_a_cxx_compiler_is_refused_before_training(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run(
