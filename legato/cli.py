@@ -35,6 +35,7 @@ class StructureKind(str, Enum):
     path = "path"
     liquid = "liquid"
     displaced = "displaced"
+    cluster = "cluster"
 
 
 class Dispersion(str, Enum):
@@ -125,14 +126,16 @@ def structures(
     output: Path = typer.Argument(..., help="extxyz file to write"),
     kind: StructureKind = typer.Option(
         StructureKind.ammonia_initial,
-        help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced) | path (between the first two frames of --between, displaced) | liquid (boxes of --molecule, displaced) | displaced (the frames of --source in turn, displaced)",
+        help="ammonia-initial | ammonia-crystal | ammonia-liquid | ammonia-reoriented (one molecule per cell turned) | ammonia-c3-scan (all turned about C3, 0-60 deg) | ammonia-turned (each turned about C3 at random, displaced) | path (between the first two frames of --between, displaced) | liquid (boxes of --molecule, displaced) | displaced (the frames of --source in turn, displaced) | cluster (--molecules of --molecule in vacuum, displaced)",
     ),
     n: int = typer.Option(120, "-n", "--n", help="number of frames (initial set: 2/3 crystal, 1/3 liquid)"),
     a: float = typer.Option(5.13, help="phase-I lattice constant, A"),
-    repeat: int = typer.Option(1, help="supercell repeat along each axis"),
-    molecules: int = typer.Option(4, help="molecules per liquid box"),
+    repeat: int = typer.Option(1, help="supercell repeat along each axis (--kind ammonia-crystal; --kind displaced: each source tiled, every image displaced on its own)"),
+    molecules: int = typer.Option(4, help="molecules per liquid box or cluster"),
     density: float = typer.Option(0.68, help="liquid density, g/cm^3"),
-    molecule: str = typer.Option("NH3", help="for --kind liquid: a molecule ase.build.molecule knows (H2O, NH3, CH4, ...)"),
+    molecule: str = typer.Option("NH3", help="for --kind liquid, cluster: a molecule ase.build.molecule knows (H2O, NH3, CH4, ...)"),
+    strain: float = typer.Option(0.0, help="for --kind displaced: each cell scaled by a random factor within 1 +- STRAIN"),
+    vacuum: float = typer.Option(9.0, help="for --kind cluster: least vacuum between periodic images, A (9: a lone NH3 in a box over 10 A, the converged protocol's Gamma-point cell)"),
     source: Optional[Path] = typer.Option(None, help="for --kind displaced: a structure file (CIF, extxyz, i-PI xyz, ...); its frames are displaced in turn"),
     between: Optional[Path] = typer.Option(None, help="for --kind path: a file whose first two frames are the path's end points (e.g. two minima)"),
     stdev: float = typer.Option(0.03, help="for --kind path, liquid, displaced: thermal displacement of hydrogen, A; heavier atoms (m_H/m)^(1/4) of it (0 on a path: frames exactly on it, an energy profile)"),
@@ -144,9 +147,11 @@ def structures(
     from legato.training.structures import structure_set
 
     require_counts(n=n, repeat=repeat, molecules=molecules)
-    require_positive(a=a, density=density)
+    require_positive(a=a, density=density, vacuum=vacuum)
+    if not 0 <= strain < 0.5:
+        fail(f"--strain {strain}: give a fraction from 0 to 0.5 (0.03 scales each cell by 0.97-1.03)")
     try:
-        frames = structure_set(kind.value, n, a, repeat, molecules, density, molecule, source, between, stdev, overshoot, seed)
+        frames = structure_set(kind.value, n, a, repeat, molecules, density, molecule, source, between, stdev, overshoot, seed, strain, vacuum)
     except ValueError as exc:
         fail(str(exc))
     write_frames(output, frames)

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from legato.training import label as label_module
 from legato.analysis.orientation import bond_vectors, hydrogen_bonds, turn_angles
 from legato.geometry import ammonia_phase_i, molecules_of
-from legato.training.structures import closest_intermolecular, displaced_set, liquid_set, molecular_liquid, path_between, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
+from legato.training.structures import closest_intermolecular, cluster_set, displaced_set, liquid_set, molecular_cluster, molecular_liquid, path_between, rattled, reoriented_set, rotated_molecule, turned_about_own_axes
 from legato.training.wannier import assign_centres, centres_from_z, jacobi_localize, spread_weights
 
 
@@ -54,6 +54,44 @@ def test_displaced_set_takes_the_sources_in_turn():
     assert [f.cell[0, 0] for f in frames] == pytest.approx([5.0, 5.2, 5.0, 5.2, 5.0])
     assert not np.allclose(frames[0].positions, frames[2].positions)  # each frame its own displacement
     assert all(0.05 < np.abs(f.positions - sources[k % 2].positions).max() < 0.4 for k, f in enumerate(frames))
+
+
+def test_displaced_tiles_each_source_and_displaces_every_image_on_its_own():
+    source = ammonia_phase_i(5.13)
+    frames = displaced_set([source], 3, stdev=0.05, seed=0, repeat=2, strain=0.03)
+    for frame in frames:
+        assert len(frame) == 128 and frame.get_chemical_formula() == "H96N32"
+        scale = frame.cell[0, 0] / 10.26
+        assert 0.97 <= scale <= 1.03 and np.allclose(frame.cell.array, np.eye(3) * frame.cell[0, 0])
+        images = (frame.positions - source.repeat(2).positions * scale).reshape(8, 16, 3)
+        assert not np.allclose(images[0], images[1], atol=1e-3)  # not eight copies of one displacement
+        assert 0.02 < np.sqrt(np.mean(images[:, 4:] ** 2)) < 0.08  # hydrogen: about stdev per axis
+    assert len({round(f.cell[0, 0], 6) for f in frames}) == 3  # each frame its own strain
+
+
+@pytest.mark.parametrize("name, n_molecules", [("NH3", 1), ("NH3", 2), ("H2O", 6)])
+def test_clusters_hold_whole_molecules_in_vacuum(name, n_molecules):
+    from ase.build import molecule
+
+    vacuum = 7.0
+    cluster = molecular_cluster(name, n_molecules, vacuum=vacuum, seed=2)
+    assert len(cluster) == n_molecules * len(molecule(name)) and len(molecules_of(cluster)) == n_molecules
+    box = cluster.cell[0, 0]
+    assert box >= vacuum and np.allclose(cluster.cell.array, np.eye(3) * box) and cluster.pbc.all()
+    extent = cluster.positions.max(axis=0) - cluster.positions.min(axis=0)
+    assert box - extent.max() == pytest.approx(vacuum)  # the least gap between periodic images
+    assert (cluster.positions.min(axis=0) > 0).all() and (cluster.positions.max(axis=0) < box).all()  # centred, not split by a face
+    d = cluster.get_all_distances()[np.triu_indices(len(cluster), 1)]
+    assert d.min() > 0.9
+    if n_molecules > 1:  # in contact: each centre of mass within 1.7 A + 2.2 molecular radii of another
+        template = molecule(name)
+        reach = 1.7 + 2.2 * np.linalg.norm(template.positions - template.get_center_of_mass(), axis=1).max()
+        centres = np.array([cluster[idx].get_center_of_mass() for idx in molecules_of(cluster)])
+        between = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.eye(n_molecules) * 1e3
+        assert (between.min(axis=1) <= reach + 1e-9).all() and reach < 4.0
+    frames = cluster_set(name, 2, n_molecules, vacuum=vacuum, stdev=0.03, seed=2)
+    assert frames[0].info["structure"] == f"{name} cluster, {n_molecules} molecule(s)"
+    assert 0.005 < np.abs(frames[0].positions - cluster.positions).max() < 0.3
 
 
 def test_rattled_frames_stay_physical():

@@ -239,6 +239,7 @@ def main(argv=None) -> None:
     parser.add_argument("--solid-other", default="data/nh3_dft_al13_solid.extxyz@1", help="FILE@INDEX, same cell")
     parser.add_argument("--liquid", default="data/nh3_dft_al11_liquid.extxyz@0", help="FILE@INDEX of a liquid box")
     parser.add_argument("--report", action="store_true", help="print the tables of what is done and stop")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these calculations of the plan (e.g. solid-sc3-gth-dzvp-cp2k)")
     args = parser.parse_args(argv)
     if args.report:
         print(report(args.folder))
@@ -249,7 +250,14 @@ def main(argv=None) -> None:
         atoms = ase.io.read(path, index=int(index or 0))
         return ase.Atoms(atoms.get_chemical_symbols(), atoms.positions, cell=atoms.cell, pbc=True)
 
-    run_study(study_frames(frame(args.solid), frame(args.liquid), frame(args.solid_other)), args.folder)
+    plan = DEFAULT_PLAN
+    if args.only:
+        names = {c.name for c in plan}
+        unknown = sorted(set(args.only) - names)
+        if unknown:
+            parser.error(f"--only: {', '.join(unknown)} not in the plan; it holds {', '.join(sorted(names))}")
+        plan = [c for c in plan if c.name in args.only]
+    run_study(study_frames(frame(args.solid), frame(args.liquid), frame(args.solid_other)), args.folder, plan=plan)
 
 
 if __name__ == "__main__":

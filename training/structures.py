@@ -53,6 +53,44 @@ def molecular_liquid(
     return order_by_species(atoms)
 
 
+def molecular_cluster(name: str, n_molecules: int, vacuum: float = 9.0, seed: int = 0, min_distance: float = 1.7, max_tries: int = 20000) -> ase.Atoms:
+    """A gas-phase cluster of ``n_molecules`` randomly oriented molecules (ASE ``molecule(name)``)
+    in contact, centred in a cubic box with at least ``vacuum`` A between periodic images
+    (``n_molecules=1``: an isolated molecule).
+
+    Grown one molecule at a time: each new one sits beside a random earlier one, its centre
+    of mass 1.2-2.2 molecular radii beyond ``min_distance`` from that one's (NH3: N-N 2.9-3.9 A,
+    hydrogen-bond and van der Waals contacts), and no two atoms of different molecules
+    closer than ``min_distance`` A. The dilute limit of a data set: the molecule's own dipole
+    and the pair interactions that condensed frames mix with everything else.
+    """
+    template = molecule(name)
+    body = template.positions - template.get_center_of_mass()
+    radius = float(np.linalg.norm(body, axis=1).max())
+    rng = np.random.default_rng(seed)
+    placed = [body @ Rotation.random(random_state=rng).as_matrix().T]
+    centres = [np.zeros(3)]
+    tries = 0
+    while len(placed) < n_molecules:
+        tries += 1
+        if tries > max_tries:
+            raise RuntimeError(f"could not place {n_molecules} {name} in a cluster; lower min_distance")
+        direction = rng.normal(size=3)
+        distance = min_distance + radius * rng.uniform(1.2, 2.2)
+        centre = centres[rng.integers(len(centres))] + distance * direction / np.linalg.norm(direction)
+        pos = body @ Rotation.random(random_state=rng).as_matrix().T + centre
+        if np.linalg.norm(np.concatenate(placed)[:, None] - pos[None], axis=-1).min() < min_distance:
+            continue
+        placed.append(pos)
+        centres.append(centre)
+    positions = np.concatenate(placed)
+    extent = positions.max(axis=0) - positions.min(axis=0)
+    box = float(extent.max() + vacuum)
+    atoms = ase.Atoms(list(template.get_chemical_symbols()) * n_molecules, positions=positions - positions.min(axis=0) + (box - extent) / 2, cell=np.eye(3) * box, pbc=True)
+    atoms.info = {"structure": f"{name} cluster, {n_molecules} molecule(s)"}
+    return order_by_species(atoms)
+
+
 def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain: float = 0.0, min_distance: float = 0.75) -> list[ase.Atoms]:
     """``n`` copies with Gaussian displacements and optional isotropic strain.
 
@@ -74,9 +112,31 @@ def rattled(atoms: ase.Atoms, n: int, stdev: float = 0.05, seed: int = 0, strain
     return frames
 
 
-def displaced_set(sources: list[ase.Atoms], n: int, stdev: float = 0.03, seed: int = 0) -> list[ase.Atoms]:
-    """``n`` thermally displaced frames, taking the ``sources`` in turn (see ``rattled``)."""
-    return [rattled(sources[k % len(sources)], 1, stdev=stdev, seed=seed + k)[0] for k in range(n)]
+def displaced_set(sources: list[ase.Atoms], n: int, stdev: float = 0.03, seed: int = 0, repeat: int = 1, strain: float = 0.0) -> list[ase.Atoms]:
+    """``n`` thermally displaced frames, taking the ``sources`` in turn (see ``rattled``).
+
+    ``repeat``: each source is first tiled ``repeat`` times along each cell vector, so every
+    image gets its own displacements (a large cell for the Brillouin-zone-converged labels,
+    with ``repeat**3`` times the environments of the source). ``strain``: each frame's cell
+    is scaled by a random factor within 1 +- strain (positions with it).
+    """
+    frames = []
+    for k in range(n):
+        source = sources[k % len(sources)]
+        frames.append(rattled(source.repeat(repeat) if repeat > 1 else source, 1, stdev=stdev, seed=seed + k, strain=strain)[0])
+    return frames
+
+
+def cluster_set(name: str, n: int, n_molecules: int, vacuum: float = 9.0, stdev: float = 0.03, seed: int = 0) -> list[ase.Atoms]:
+    """``n`` clusters of ``n_molecules`` (:func:`molecular_cluster`), each thermally displaced."""
+    try:
+        clusters = [molecular_cluster(name, n_molecules, vacuum=vacuum, seed=seed + k) for k in range(n)]
+    except KeyError:
+        raise ValueError(f"unknown molecule '{name}': give a name ase.build.molecule knows (e.g. H2O, NH3, CH4)") from None
+    frames = displaced_set(clusters, n, stdev=stdev, seed=seed)
+    for frame, cluster in zip(frames, clusters):
+        frame.info = dict(cluster.info)
+    return frames
 
 
 def liquid_set(name: str, n: int, n_molecules: int, density_g_cm3: float, stdev: float = 0.03, seed: int = 0) -> list[ase.Atoms]:
@@ -256,7 +316,8 @@ KINDS = {
     "ammonia-c3-scan": "phase I with all molecules turned about C3, 0-60 deg",
     "path": "between the first two frames of --between, displaced",
     "liquid": "boxes of --molecule, displaced",
-    "displaced": "the frames of --source in turn, displaced",
+    "displaced": "the frames of --source in turn (tiled --repeat times, strained by up to --strain), displaced",
+    "cluster": "clusters of --molecules --molecule in vacuum (1: an isolated molecule), displaced",
 }
 
 
@@ -273,6 +334,8 @@ def structure_set(
     stdev: float = 0.03,
     overshoot: float = 0.25,
     seed: int = 0,
+    strain: float = 0.0,
+    vacuum: float = 9.0,
 ) -> list[ase.Atoms]:
     """The frames of one of :data:`KINDS`; ValueError (one line, naming the option) where they cannot be made."""
     if kind == "ammonia-initial":
@@ -305,5 +368,10 @@ def structure_set(
     if kind == "displaced":
         if source is None or not Path(source).exists():
             raise ValueError("--kind displaced needs --source FILE, a structure file (CIF, extxyz, i-PI xyz, ...)")
-        return displaced_set(read_structures(source), n, stdev=stdev, seed=seed)
+        return displaced_set(read_structures(source), n, stdev=stdev, seed=seed, repeat=repeat, strain=strain)
+    if kind == "cluster":
+        try:
+            return cluster_set(molecule_name, n, molecules, vacuum=vacuum, stdev=stdev, seed=seed)
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
     raise ValueError(f"unknown kind '{kind}' (use {', '.join(KINDS)})")
