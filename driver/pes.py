@@ -41,7 +41,8 @@ class LegatoDriver(Dummy_driver):
         potential: an object with the :class:`~legato.potential.ModelPotential`
             ``evaluate`` interface, instead of ``model`` (tests, analytic potentials)
         symbols: chemical symbols, instead of ``structure``
-        atoms_per_call: atoms per model call (beads are grouped up to this many; default 64 on a CPU, all beads on a GPU)
+        atoms_per_call: atoms per model call (beads are grouped up to this many); default: the
+            driver times the possible groupings on its first calls and keeps the fastest
         compile: torch.compile the model (its first batched call compiles, for minutes)
         device: where the model runs: cpu, cuda or cuda:N
     """
@@ -81,6 +82,8 @@ class LegatoDriver(Dummy_driver):
                 except ValueError as exc:
                     raise InputError(f"compile: {exc}, or run without compiling") from None
             self.potential = ModelPotential.from_file(self.model_path, self.atoms_per_call, compile=self.compile, device=self.device)
+            if self.potential.planner is not None:  # the plan is logged once per request shape
+                self.potential.planner.report = lambda line: print(f"legato driver: {line}", file=sys.stderr, flush=True)
             unknown = sorted(set(self.symbols) - set(self.potential.type_names))
             if unknown:
                 raise ModelFileError(

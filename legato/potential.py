@@ -18,15 +18,20 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from nequip.data import AtomicDataDict
 from nequip.data.transforms import NeighborListTransform
 
+from legato.callplan import CallPlanner
 from legato.fields import WANNIER_DISP, dipole_from_wannier
 from legato.geometry import whole_molecules
 from legato.modelfile import ModelFileError, load_model
 
 
-#: atoms per model call on a CPU: the fastest chunk in a one-off timing on 2 CPU cores (README, "Performance")
+#: atoms per model call on a CPU until the call planner has timed a request shape: the fastest
+#: chunk in a one-off timing on 2 CPU cores (docs/performance.md), and for shapes seen once
 ATOMS_PER_CALL = 64
-#: on a GPU all frames go in one call: small graphs leave a GPU launch-bound (models/README.md, "Round 13, second seeds")
+#: on a GPU the first calls take all frames at once: small graphs leave a GPU launch-bound
+#: (docs/training-log.md, "Round 13, second seeds")
 GPU_ATOMS_PER_CALL = 1 << 20
+#: the largest model call the planner times on a CPU (memory grows with it)
+MAX_PLANNED_ATOMS = 4096
 
 
 def torch_device(name: str) -> torch.device:
@@ -46,13 +51,19 @@ class ModelPotential:
     """Evaluate a model on batches of frames (same species order in each frame) on ``device``."""
 
     def __init__(self, model: torch.nn.Module, metadata: dict, atoms_per_call: int | None = None, device: str = "cpu"):
+        """``atoms_per_call``: frames go to the model in chunks of about this many atoms; None
+        (default): planned per request shape by timing the first calls (:mod:`legato.callplan`)."""
         self.device = torch_device(device)
-        if atoms_per_call is None:
-            atoms_per_call = ATOMS_PER_CALL if self.device.type == "cpu" else GPU_ATOMS_PER_CALL
-        if atoms_per_call < 1:
-            raise ValueError(f"atoms_per_call={atoms_per_call}: give at least 1 (default {ATOMS_PER_CALL} on a CPU)")
+        if atoms_per_call is not None and atoms_per_call < 1:
+            raise ValueError(f"atoms_per_call={atoms_per_call}: give at least 1, or leave it out to let the driver time its choices")
         self.model = model.to(self.device)
-        self.atoms_per_call = atoms_per_call  # frames go to the model in chunks of about this many atoms
+        self.atoms_per_call = atoms_per_call
+        on_cpu = self.device.type == "cpu"
+        self.planner = (
+            CallPlanner(first_atoms=ATOMS_PER_CALL if on_cpu else GPU_ATOMS_PER_CALL, max_atoms=MAX_PLANNED_ATOMS if on_cpu else GPU_ATOMS_PER_CALL)
+            if atoms_per_call is None
+            else None
+        )
         self.metadata = metadata
         self.type_names = list(metadata["type_names"])
         self.r_max = float(metadata["r_max"])
@@ -61,7 +72,11 @@ class ModelPotential:
 
     @classmethod
     def from_file(cls, path, atoms_per_call: int | None = None, compile: bool = False, device: str = "cpu") -> "ModelPotential":
-        """``compile``: torch.compile the model (faster batched calls after a first slow one)."""
+        """``compile``: torch.compile the model (faster batched calls after a first slow one).
+        A compiled model is not planned (each chunk size tried would compile again): it takes
+        ``atoms_per_call`` or the default chunk of its device."""
+        if compile and atoms_per_call is None:
+            atoms_per_call = ATOMS_PER_CALL if torch_device(device).type == "cpu" else GPU_ATOMS_PER_CALL
         return cls(*load_model(path, compile_mode="compile" if compile else "eager"), atoms_per_call=atoms_per_call, device=device)
 
     def atom_types(self, symbols: Sequence[str]) -> np.ndarray:
@@ -91,8 +106,8 @@ class ModelPotential:
         Returns numpy arrays: ``energy`` (B,) eV, ``forces`` (B, N, 3) eV/A,
         ``virial`` (B, 3, 3) eV (zeros without a cell), ``wannier_disp`` (B, N, 3) A,
         ``dipole`` (B, 3) e*A. Frames go to the model ``atoms_per_call`` atoms at a time
-        (at least one frame): on a CPU, one call on many atoms is slower per atom than a
-        few calls on fewer (README, "Performance").
+        (at least one frame), or in the chunks the call planner found fastest for B x N:
+        on a CPU, one call on many atoms can be slower per atom than a few calls on fewer.
         """
         positions = np.asarray(positions, dtype=np.float64)
         if positions.ndim == 2:
@@ -111,12 +126,18 @@ class ModelPotential:
                     "periodic frames need a cell (Angstrom) whose periodic vectors span space; this one is singular"
                     " (ase.io.read drops the cell of i-PI xyz files: use legato.fileio.read_structures), or give no cell for a cluster"
                 )
-        step = max(1, self.atoms_per_call // positions.shape[1])
-        parts = [
-            self._evaluate_chunk(positions[i : i + step], None if cells is None else cells[i : i + step], pbc, types)
-            for i in range(0, n_frames, step)
-        ]
-        result = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+        def in_chunks(step: int) -> dict:
+            parts = [
+                self._evaluate_chunk(positions[i : i + step], None if cells is None else cells[i : i + step], pbc, types)
+                for i in range(0, n_frames, step)
+            ]
+            return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+        if self.planner is None:
+            result = in_chunks(max(1, self.atoms_per_call // positions.shape[1]))
+        else:
+            result = self.planner.timed(n_frames, positions.shape[1], in_chunks)
         if cells is not None and np.any(pbc):  # the dipole of whole molecules, however the positions were wrapped
             numbers = [atomic_numbers[s] for s in symbols]
             positions = np.stack([whole_molecules(numbers, positions[b], cells[b], pbc) for b in range(n_frames)])

@@ -98,10 +98,8 @@ def test_batched_call_equals_single_calls(tiny_model, potential, crystal, atoms_
 def test_models_run_on_the_device_asked_for_and_refuse_one_torch_cannot_use(tiny_model, monkeypatch):
     import torch
 
-    from legato.potential import ATOMS_PER_CALL
-
     on_cpu = ModelPotential(tiny_model, TINY_METADATA, device="cpu")
-    assert on_cpu.atoms_per_call == ATOMS_PER_CALL and {p.device.type for p in on_cpu.model.parameters()} == {"cpu"}
+    assert on_cpu.planner is not None and {p.device.type for p in on_cpu.model.parameters()} == {"cpu"}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device 'cuda:0': torch .* sees no GPU here; use cpu"):
         ModelPotential(tiny_model, TINY_METADATA, device="cuda:0")
@@ -124,3 +122,49 @@ def test_a_periodic_frame_without_a_cell_is_refused(potential, crystal, pbc):
     flat = crystal.cell.array.copy()
     flat[2] = 0.0  # a slab cell: fine while only x and y are periodic
     assert np.isfinite(potential.evaluate(crystal.get_chemical_symbols(), crystal.positions, flat[None], (True, True, False))["energy"]).all()
+
+
+def test_the_call_planner_keeps_the_fastest_chunk_after_timing_each_one():
+    """A clock that makes 4-frame calls fastest: the planner must find 4, after one warm-up and
+    `trials` timed calls of each candidate, and report the plan once."""
+    from legato.callplan import CallPlanner, candidate_chunks
+
+    assert candidate_chunks(32, 16, 4096) == [1, 2, 4, 8, 16, 32]
+    assert candidate_chunks(6, 16, 4096) == [1, 2, 4, 6]
+    assert candidate_chunks(32, 128, 1024) == [1, 2, 4, 8]  # no call above the memory bound
+    cost = {1: 9.0, 2: 5.0, 4: 2.0, 8: 3.0, 16: 4.0, 32: 6.0}  # seconds per request by frames per call
+    now = [0.0]
+    reports = []
+    planner = CallPlanner(first_atoms=64, trials=2, report=reports.append, clock=lambda: now[0])
+
+    def evaluate(chunk):
+        now[0] += cost[chunk] * (10 if not used else 1)  # the warm-up call is slow, and must not count
+        used.append(chunk)
+        return chunk
+
+    used = []
+    for _ in range(1 + 2 * len(cost)):
+        planner.timed(32, 16, evaluate)
+    assert used[0] == 4 and sorted(used[1:]) == sorted(list(cost) * 2)  # warm-up at 64 atoms, then each twice
+    assert planner.plans == {(32, 16): 4} and len(reports) == 1 and "4 frame(s) per model call" in reports[0]
+    assert planner.timed(32, 16, evaluate) == 4 and len(reports) == 1
+    assert planner.chunk(1, 16) == 1 and planner.chunk(3, 2000) == 1  # nothing to plan: one candidate
+
+
+def test_a_planned_potential_gives_the_forced_results_and_a_forced_one_its_chunks(tiny_model, crystal):
+    frames = rattled(crystal, 6, stdev=0.03, seed=8)
+    positions = np.stack([f.positions for f in frames])
+    cells = np.stack([f.cell.array for f in frames])
+    symbols = crystal.get_chemical_symbols()
+    forced = ModelPotential(tiny_model, TINY_METADATA, atoms_per_call=32)  # 2 frames of 16 atoms per call
+    sizes = []
+    forward = forced.model.forward
+    forced.model.forward = lambda data: sizes.append(int(data["num_atoms"].shape[0])) or forward(data)
+    reference = forced.evaluate(symbols, positions, cells)
+    assert sizes == [2, 2, 2]
+    planned = ModelPotential(tiny_model, TINY_METADATA)
+    for _ in range(1 + planned.planner.trials * 4):  # warm-up, then candidates 1, 2, 4, 6 frames
+        result = planned.evaluate(symbols, positions, cells)
+        for key in ("energy", "forces", "virial", "wannier_disp", "dipole"):
+            np.testing.assert_allclose(result[key], reference[key], atol=1e-9, err_msg=key)
+    assert list(planned.planner.plans) == [(6, 16)] and planned.planner.plans[(6, 16)] in (1, 2, 4, 6)
