@@ -45,9 +45,11 @@ class LegatoDriver(Dummy_driver):
             driver times the possible groupings on its first calls and keeps the fastest
         compile: torch.compile the model (its first batched call compiles, for minutes)
         device: where the model runs: cpu, cuda or cuda:N
+        dipoles: send each bead's dipole as i-PI extras (off for the cheap reference of a
+            contracted / multiple-time-step run, whose extras would overwrite the full model's)
     """
 
-    def __init__(self, model=None, structure=None, periodic=True, potential=None, symbols=None, atoms_per_call=None, compile=False, device="cpu", verbose=False, **kwargs):
+    def __init__(self, model=None, structure=None, periodic=True, potential=None, symbols=None, atoms_per_call=None, compile=False, device="cpu", dipoles=True, verbose=False, **kwargs):
         self.model_path = model
         self.device = device
         self.atoms_per_call = None if atoms_per_call is None else int(atoms_per_call)
@@ -56,6 +58,7 @@ class LegatoDriver(Dummy_driver):
         self.periodic = _as_bool(periodic)
         self.potential = potential
         self.symbols = list(symbols) if symbols is not None else None
+        self.dipoles = _as_bool(dipoles)
         self.calls = 0
         self.frames = 0
         super().__init__(verbose=verbose, **kwargs)
@@ -116,20 +119,22 @@ class LegatoDriver(Dummy_driver):
         virials = units.ev_to_hartree(np.transpose(r["virial"], (0, 2, 1)))
         dipoles = units.dipole_eangstrom_to_au(r["dipole"])
         return [
-            (float(energies[b]), forces[b].reshape(-1, 3).astype(np.float64), virials[b].astype(np.float64), json.dumps({"dipole": dipoles[b].tolist()}))
+            (float(energies[b]), forces[b].reshape(-1, 3).astype(np.float64), virials[b].astype(np.float64), json.dumps({"dipole": dipoles[b].tolist()}) if self.dipoles else "")
             for b in range(len(positions))
         ]
 
 
-def make_driver(structure, model=None, potential: str | None = None, periodic: bool = True, atoms_per_call: int | None = None, compile_model: bool = False, device: str = "cpu") -> LegatoDriver:
+def make_driver(
+    structure, model=None, potential: str | None = None, periodic: bool = True, atoms_per_call: int | None = None, compile_model: bool = False, device: str = "cpu", dipoles: bool = True
+) -> LegatoDriver:
     """The i-PI PES for ``structure``: of a model file, or of an analytic potential spec
-    (``harmonic:k=K`` or ``morse:...``, see :func:`~legato.driver.analytic.parse_potential`; then ``model`` is unused)."""
+    (``harmonic:k=K``, ``morse:...`` or ``bond:...``, see :func:`~legato.driver.analytic.parse_potential`; then ``model`` is unused)."""
     if potential:
         from legato.driver.analytic import parse_potential
 
         symbols = ase.io.read(structure).get_chemical_symbols()
-        return LegatoDriver(potential=parse_potential(potential), symbols=symbols, periodic=periodic)
-    driver = LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model, device=device)
+        return LegatoDriver(potential=parse_potential(potential), symbols=symbols, periodic=periodic, dipoles=dipoles)
+    driver = LegatoDriver(model=str(model), structure=str(structure), periodic=periodic, atoms_per_call=atoms_per_call, compile=compile_model, device=device, dipoles=dipoles)
     if compile_model:  # after the driver's checks: a refused compile says only why
         print("torch.compile: the first step with two or more beads compiles the model (1-2 min; later runs reuse the cache)", file=sys.stderr)
     return driver

@@ -46,10 +46,23 @@ class RunSettings:
     stride: int | None = None  # trajectory stride (steps)
     structure: Path | None = None  # initial structure instead of the template's (i-PI xyz, or any file ASE reads, with a cell)
     start: Path | None = None  # i-PI checkpoint (e.g. an equilibration's RESTART): its bead positions and momenta start the run
+    #: ring-polymer contraction: the full model sees this many beads (i-PI interpolates its forces and dipoles onto all)
+    contract: int | None = None
+    #: multiple time steps: inner steps of the cheap reference force per outer (the template's) time step
+    mts: int | None = None
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether the run splits forces into a cheap reference and a full-model correction."""
+        return bool(self.contract) or (self.mts or 1) > 1
 
 
 def socket_name(run_dir: Path) -> str:
     return "legato-" + hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:10]
+
+
+#: the forcefield (and socket suffix) of the cheap reference model in a contracted / MTS run
+FAST = "fast"
 
 
 def _set_text(element, text) -> None:
@@ -95,9 +108,12 @@ def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port:
     if settings.nbeads is not None:
         init.set("nbeads", str(settings.nbeads))
     nbeads = int(init.get("nbeads", "1"))
+    full_beads = settings.contract or nbeads
     batch = ff.find("batch_size")
     if batch is not None:
-        _set_text(batch, max(-(-nbeads // n_drivers), 1))
+        _set_text(batch, max(-(-full_beads // n_drivers), 1))
+    if settings.fast_path:
+        _add_fast_path(root, ff, run_dir, nbeads, settings.contract, settings.mts or 1)
     if settings.temperature is not None:
         _set_text(root.find("system/ensemble/temperature"), settings.temperature)
         vel = init.find("velocities")
@@ -119,6 +135,62 @@ def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port:
     return path, structure
 
 
+def check_fast_path(nbeads: int, contract: int | None, mts: int | None) -> None:
+    """ValueError (one line, naming the option) for a contraction or MTS i-PI cannot run sensibly."""
+    if contract is not None:
+        if contract < 1 or contract > nbeads:
+            raise ValueError(f"--contract {contract}: give 1 to {nbeads} beads for the full model (the run has {nbeads})")
+        if nbeads % contract:
+            raise ValueError(f"--contract {contract}: give a divisor of the {nbeads} beads (e.g. {max(d for d in range(1, contract + 1) if nbeads % d == 0)})")
+    if mts is not None and mts < 1:
+        raise ValueError(f"--mts {mts}: give at least 1 inner step per outer step")
+
+
+def _add_fast_path(root, ff, run_dir: Path, nbeads: int, contract: int | None, mts: int) -> None:
+    """Ring-polymer contraction and multiple time steps with a cheap reference force, as i-PI
+    does them (Markland & Manolopoulos 2008; Kapil, VandeVondele & Ceriotti 2016): the cheap
+    force on all beads at the inner step, the correction (full - cheap) on ``contract`` beads
+    at the outer step. Dipoles come from the full model and are interpolated onto all beads
+    (``interpolate_extras``); the cheap driver sends no extras, so nothing overwrites them."""
+    check_fast_path(nbeads, contract, mts)
+    fast = ET.fromstring(ET.tostring(ff))
+    fast.set("name", FAST)
+    fast.set("mode", "unix")
+    _set_text(fast.find("address"), f"{socket_name(run_dir)}-{FAST}")
+    for tag in ("port",):
+        if fast.find(tag) is not None:
+            fast.remove(fast.find(tag))
+    if fast.find("batch_size") is not None:
+        _set_text(fast.find("batch_size"), nbeads)
+    root.insert(list(root).index(ff) + 1, fast)
+
+    forces = root.find("system/forces")
+    full_name = forces.find("force").get("forcefield")
+    for force in list(forces):
+        forces.remove(force)
+    outer, inner = ("[1, 0]", "[0, 1]") if mts > 1 else (None, None)
+
+    def component(forcefield, weight, beads, mts_weights, extras=None):
+        force = ET.SubElement(forces, "force", forcefield=forcefield, weight=str(weight))
+        if beads and beads != nbeads:
+            force.set("nbeads", str(beads))
+        if mts_weights:
+            _set_text(ET.SubElement(force, "mts_weights"), mts_weights)
+        if extras:
+            _set_text(ET.SubElement(force, "interpolate_extras"), extras)
+
+    component(full_name, 1, contract, outer, extras="[dipole]")
+    component(FAST, -1, contract, outer)
+    component(FAST, 1, nbeads, inner)
+    if mts > 1:
+        dynamics = root.find("system/motion/dynamics")
+        nmts = dynamics.find("nmts")
+        if nmts is None:
+            nmts = ET.Element("nmts")
+            dynamics.insert(list(dynamics).index(dynamics.find("timestep")) + 1, nmts)
+        _set_text(nmts, f"[1, {mts}]")
+
+
 def _start_from_checkpoint(init, checkpoint: Path, run_dir: Path) -> None:
     """Initialise bead positions and momenta from ``checkpoint`` (the structure file still names the atoms for the driver)."""
     if not checkpoint.exists():
@@ -133,6 +205,11 @@ def _start_from_checkpoint(init, checkpoint: Path, run_dir: Path) -> None:
     # a second <file>, after the structure's: i-PI takes positions, cell and momenta from it
     # (<momenta mode='chk'> alone fails in i-PI 3.x); the first <file> still names the atoms
     _set_text(ET.SubElement(init, "file", mode="chk"), "start.chk")
+
+
+def template_beads(template: Path) -> int:
+    """The number of beads an i-PI input starts with (``initialize nbeads``)."""
+    return int(ET.parse(template).getroot().find("system/initialize").get("nbeads", "1"))
 
 
 def total_steps(input_xml: Path) -> int:
@@ -194,11 +271,14 @@ def run_simulation(
     n_drivers: int = 1,
     extra_driver_cmd: list[str] | None = None,
     progress: bool = True,
+    fast_driver_factory=None,
 ) -> Path:
     """Run (or resume) i-PI in ``run_dir`` with the in-process driver from ``driver_factory(structure)``.
 
     ``n_drivers > 1`` adds ``extra_driver_cmd`` processes (``legato serve ...``) on
-    an inet socket. Returns the run directory. Raises RuntimeError if i-PI fails.
+    an inet socket. A contracted or multiple-time-step run (``settings.contract``,
+    ``settings.mts``) serves the cheap reference from ``fast_driver_factory(structure)``
+    in a thread on its own socket. Returns the run directory. Raises RuntimeError if i-PI fails.
     """
     from legato.driver.client import serve
 
@@ -219,7 +299,11 @@ def run_simulation(
     if inet_port is None and sock_path.exists():
         sock_path.unlink()  # stale socket of a killed run
 
+    uses_fast = any(f.get("name") == FAST for f in ET.parse(restart if restart.exists() else input_xml).getroot().findall("ffsocket"))
+    if uses_fast and fast_driver_factory is None:
+        raise ValueError(f"{run_dir}: a contracted or multiple-time-step run needs the cheap reference model too (--fast-model)")
     driver = driver_factory(structure)
+    fast_driver = fast_driver_factory(structure) if uses_fast else None
     ipi_log = open(run_dir / "ipi.log", "a")
     ipi = subprocess.Popen(
         [sys.executable, "-m", "legato.driver.ipi_main", *ipi_args], cwd=run_dir, stdout=ipi_log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
@@ -237,9 +321,13 @@ def run_simulation(
         _wait_for_clients(run_dir / "ipi.log", len(helpers), timeout=120)
     bar = _Progress(run_dir / "simulation.out", steps, progress)
     bar.start()
+    fast_thread = None
     try:
         try:
             ipi_died = lambda: ipi.poll() is not None  # noqa: E731
+            if fast_driver is not None:
+                fast_thread = _ServingThread(fast_driver, f"{socket_name(run_dir)}-{FAST}", ipi_died)
+                fast_thread.start()
             if inet_port is None:
                 outcome = serve(driver, socket_name(run_dir), unix=True, connect_wait=60, give_up=ipi_died)
             else:
@@ -249,6 +337,10 @@ def run_simulation(
                 raise RuntimeError(f"i-PI exited (code {ipi.returncode}) before the driver connected: {_last_line(run_dir / 'ipi.log')}") from exc
             raise
         code = ipi.wait(timeout=120)
+        if fast_thread is not None:
+            fast_thread.join(timeout=60)
+            if fast_thread.error is not None:
+                raise RuntimeError(f"the cheap reference driver failed: {fast_thread.error}") from fast_thread.error
     finally:
         bar.close()
         for proc in [ipi, *helpers]:
@@ -262,6 +354,23 @@ def run_simulation(
     if outcome != "exit" or code != 0:
         raise RuntimeError(f"i-PI stopped before the end (exit code {code}); see {run_dir / 'ipi.log'}; run again to resume")
     return run_dir
+
+
+class _ServingThread(threading.Thread):
+    """A driver served on a unix socket beside the main one (the cheap reference of a fast-path run)."""
+
+    def __init__(self, driver, name: str, give_up):
+        super().__init__(daemon=True)
+        self.driver, self.name_, self.give_up = driver, name, give_up
+        self.error: BaseException | None = None
+
+    def run(self):
+        from legato.driver.client import serve
+
+        try:
+            serve(self.driver, self.name_, unix=True, connect_wait=60, give_up=self.give_up)
+        except BaseException as exc:  # reported by run_simulation after i-PI ends
+            self.error = exc
 
 
 def _last_line(log: Path) -> str:

@@ -426,11 +426,23 @@ def run(
     atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
     compile_model: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
+    contract: Optional[int] = typer.Option(
+        None, help="ring-polymer contraction: the full model sees this many beads (a divisor of --beads); a cheap reference model acts on all beads"
+    ),
+    mts: Optional[int] = typer.Option(None, help="multiple time steps: inner steps of the cheap reference per outer step (the template's time step is the outer one)"),
+    fast_model: Optional[Path] = typer.Option(None, help="the cheap reference model of --contract / --mts (default: the shipped models/fast.legato.pt)"),
+    fast_potential: Optional[str] = typer.Option(None, help="an analytic cheap reference instead of --fast-model (forms as --potential)"),
     progress: bool = typer.Option(True),
 ):
-    """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART."""
+    """Run i-PI with the legato driver (PIMD, TRPMD, classical), with progress; resumes from RESTART.
+
+    With --contract and/or --mts the forces split into a cheap reference on all beads at the
+    inner time step and the correction (full - cheap) on the contracted beads at the outer
+    one (i-PI's ring-polymer contraction and multiple time stepping); dipoles come from the
+    full model, interpolated onto all beads.
+    """
     from legato.driver.pes import make_driver
-    from legato.driver.run import RunSettings, run_simulation
+    from legato.driver.run import RunSettings, check_fast_path, run_simulation, template_beads
     from legato.modelfile import read_model_file
     from legato.shipped import template as find_template
 
@@ -446,14 +458,38 @@ def run(
     model_path = str(_model_or_default(model).resolve()) if potential is None else None  # helpers run in the run folder
     if model_path:
         read_model_file(model_path)  # a bad model file fails here (one line, main), before the run folder is made
-    settings = RunSettings(nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure)
+    settings = RunSettings(
+        nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure, contract=contract, mts=mts
+    )
+    fast_factory = None
+    if contract is not None or mts is not None:
+        try:
+            check_fast_path(beads or template_beads(template), contract, mts)
+        except ValueError as exc:
+            fail(str(exc))
+    if settings.fast_path:
+        fast_path = None
+        if fast_potential is None:
+            from legato.shipped import fast_model as shipped_fast_model
+
+            try:
+                fast_path = str(Path(fast_model or shipped_fast_model()).resolve())
+            except FileNotFoundError as exc:
+                fail(str(exc))
+            fast_species = sorted(read_model_file(fast_path)["metadata"]["type_names"])
+            full_species = sorted(read_model_file(model_path)["metadata"]["type_names"]) if model_path else fast_species
+            if fast_species != full_species:
+                fail(f"--fast-model {fast_path}: it knows {fast_species}, the full model {full_species}; give a cheap model of the same species")
+
+        def fast_factory(structure_in_run):
+            return make_driver(structure_in_run, fast_path, fast_potential, periodic, None, compile_model, device, dipoles=False)
 
     def factory(structure_in_run):
         return make_driver(structure_in_run, model_path, potential, periodic, atoms_per_call, compile_model, device)
 
     extra = _serve_command(model_path, potential, periodic, atoms_per_call, compile_model, device)
     try:
-        run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress)
+        run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress, fast_driver_factory=fast_factory)
     except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:  # InputError, ModelFileError too
         fail(str(exc))
     typer.echo(f"done: outputs in {run_dir}")

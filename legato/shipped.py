@@ -43,6 +43,11 @@ def default_model() -> Path:
     return _shipped("legato.models", "sam.legato.pt", "the shipped model")
 
 
+def fast_model() -> Path:
+    """The shipped cheap reference model for contracted / multiple-time-step runs (``models/fast.legato.pt``)."""
+    return _shipped("legato.models", "fast.legato.pt", "the cheap reference model (--fast-model)")
+
+
 def baseline_model() -> Path:
     """The shipped Adam model trained like the SAM one (``models/adam.legato.pt``), for comparisons."""
     return _shipped("legato.models", "adam.legato.pt", "the shipped Adam model")
