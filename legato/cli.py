@@ -135,7 +135,8 @@ def structures(
     density: float = typer.Option(0.68, help="liquid density, g/cm^3"),
     molecule: str = typer.Option("NH3", help="for --kind liquid, cluster: a molecule ase.build.molecule knows (H2O, NH3, CH4, ...)"),
     strain: float = typer.Option(0.0, help="for --kind displaced: each cell scaled by a random factor within 1 +- STRAIN"),
-    vacuum: float = typer.Option(9.0, help="for --kind cluster: least vacuum between periodic images, A (9: a lone NH3 in a box over 10 A, the converged protocol's Gamma-point cell)"),
+    vacuum: float = typer.Option(9.0, help="for --kind cluster: least vacuum between periodic images, A"),
+    min_box: float = typer.Option(10.0, help="for --kind cluster: least box edge, A (10: `legato label` labels thinner cells in supercells)"),
     source: Optional[Path] = typer.Option(None, help="for --kind displaced: a structure file (CIF, extxyz, i-PI xyz, ...); its frames are displaced in turn"),
     between: Optional[Path] = typer.Option(None, help="for --kind path: a file whose first two frames are the path's end points (e.g. two minima)"),
     stdev: float = typer.Option(0.03, help="for --kind path, liquid, displaced: thermal displacement of hydrogen, A; heavier atoms (m_H/m)^(1/4) of it (0 on a path: frames exactly on it, an energy profile)"),
@@ -148,10 +149,12 @@ def structures(
 
     require_counts(n=n, repeat=repeat, molecules=molecules)
     require_positive(a=a, density=density, vacuum=vacuum)
+    if min_box < 0:
+        fail(f"--min-box {min_box}: give a length in A (0: no minimum)")
     if not 0 <= strain < 0.5:
         fail(f"--strain {strain}: give a fraction from 0 to 0.5 (0.03 scales each cell by 0.97-1.03)")
     try:
-        frames = structure_set(kind.value, n, a, repeat, molecules, density, molecule, source, between, stdev, overshoot, seed, strain, vacuum)
+        frames = structure_set(kind.value, n, a, repeat, molecules, density, molecule, source, between, stdev, overshoot, seed, strain, vacuum, min_box)
     except ValueError as exc:
         fail(str(exc))
     write_frames(output, frames)

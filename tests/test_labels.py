@@ -74,7 +74,7 @@ def test_clusters_hold_whole_molecules_in_vacuum(name, n_molecules):
     from ase.build import molecule
 
     vacuum = 7.0
-    cluster = molecular_cluster(name, n_molecules, vacuum=vacuum, seed=2)
+    cluster = molecular_cluster(name, n_molecules, vacuum=vacuum, seed=2, min_box=0.0)
     assert len(cluster) == n_molecules * len(molecule(name)) and len(molecules_of(cluster)) == n_molecules
     box = cluster.cell[0, 0]
     assert box >= vacuum and np.allclose(cluster.cell.array, np.eye(3) * box) and cluster.pbc.all()
@@ -89,9 +89,12 @@ def test_clusters_hold_whole_molecules_in_vacuum(name, n_molecules):
         centres = np.array([cluster[idx].get_center_of_mass() for idx in molecules_of(cluster)])
         between = np.linalg.norm(centres[:, None] - centres[None], axis=-1) + np.eye(n_molecules) * 1e3
         assert (between.min(axis=1) <= reach + 1e-9).all() and reach < 4.0
-    frames = cluster_set(name, 2, n_molecules, vacuum=vacuum, stdev=0.03, seed=2)
+    frames = cluster_set(name, 2, n_molecules, vacuum=vacuum, stdev=0.03, seed=2, min_box=0.0)
     assert frames[0].info["structure"] == f"{name} cluster, {n_molecules} molecule(s)"
     assert 0.005 < np.abs(frames[0].positions - cluster.positions).max() < 0.3
+    roomy = molecular_cluster(name, n_molecules, vacuum=vacuum, seed=2, min_box=25.0)  # at least min_box across, still centred
+    assert roomy.cell[0, 0] == pytest.approx(max(25.0, box))
+    np.testing.assert_allclose(roomy.positions.mean(axis=0) - roomy.cell[0, 0] / 2, cluster.positions.mean(axis=0) - box / 2, atol=1e-9)
 
 
 def test_rattled_frames_stay_physical():

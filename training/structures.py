@@ -53,10 +53,13 @@ def molecular_liquid(
     return order_by_species(atoms)
 
 
-def molecular_cluster(name: str, n_molecules: int, vacuum: float = 9.0, seed: int = 0, min_distance: float = 1.7, max_tries: int = 20000) -> ase.Atoms:
+def molecular_cluster(
+    name: str, n_molecules: int, vacuum: float = 9.0, seed: int = 0, min_distance: float = 1.7, max_tries: int = 20000, min_box: float = 10.0
+) -> ase.Atoms:
     """A gas-phase cluster of ``n_molecules`` randomly oriented molecules (ASE ``molecule(name)``)
     in contact, centred in a cubic box with at least ``vacuum`` A between periodic images
-    (``n_molecules=1``: an isolated molecule).
+    and at least ``min_box`` A across (the converged protocol labels thinner cells in
+    supercells); ``n_molecules=1``: an isolated molecule.
 
     Grown one molecule at a time: each new one sits beside a random earlier one, its centre
     of mass 1.2-2.2 molecular radii beyond ``min_distance`` from that one's (NH3: N-N 2.9-3.9 A,
@@ -85,7 +88,7 @@ def molecular_cluster(name: str, n_molecules: int, vacuum: float = 9.0, seed: in
         centres.append(centre)
     positions = np.concatenate(placed)
     extent = positions.max(axis=0) - positions.min(axis=0)
-    box = float(extent.max() + vacuum)
+    box = max(float(extent.max() + vacuum), min_box)
     atoms = ase.Atoms(list(template.get_chemical_symbols()) * n_molecules, positions=positions - positions.min(axis=0) + (box - extent) / 2, cell=np.eye(3) * box, pbc=True)
     atoms.info = {"structure": f"{name} cluster, {n_molecules} molecule(s)"}
     return order_by_species(atoms)
@@ -127,10 +130,10 @@ def displaced_set(sources: list[ase.Atoms], n: int, stdev: float = 0.03, seed: i
     return frames
 
 
-def cluster_set(name: str, n: int, n_molecules: int, vacuum: float = 9.0, stdev: float = 0.03, seed: int = 0) -> list[ase.Atoms]:
+def cluster_set(name: str, n: int, n_molecules: int, vacuum: float = 9.0, stdev: float = 0.03, seed: int = 0, min_box: float = 10.0) -> list[ase.Atoms]:
     """``n`` clusters of ``n_molecules`` (:func:`molecular_cluster`), each thermally displaced."""
     try:
-        clusters = [molecular_cluster(name, n_molecules, vacuum=vacuum, seed=seed + k) for k in range(n)]
+        clusters = [molecular_cluster(name, n_molecules, vacuum=vacuum, seed=seed + k, min_box=min_box) for k in range(n)]
     except KeyError:
         raise ValueError(f"unknown molecule '{name}': give a name ase.build.molecule knows (e.g. H2O, NH3, CH4)") from None
     frames = displaced_set(clusters, n, stdev=stdev, seed=seed)
@@ -336,6 +339,7 @@ def structure_set(
     seed: int = 0,
     strain: float = 0.0,
     vacuum: float = 9.0,
+    min_box: float = 10.0,
 ) -> list[ase.Atoms]:
     """The frames of one of :data:`KINDS`; ValueError (one line, naming the option) where they cannot be made."""
     if kind == "ammonia-initial":
@@ -371,7 +375,7 @@ def structure_set(
         return displaced_set(read_structures(source), n, stdev=stdev, seed=seed, repeat=repeat, strain=strain)
     if kind == "cluster":
         try:
-            return cluster_set(molecule_name, n, molecules, vacuum=vacuum, stdev=stdev, seed=seed)
+            return cluster_set(molecule_name, n, molecules, vacuum=vacuum, stdev=stdev, seed=seed, min_box=min_box)
         except RuntimeError as exc:
             raise ValueError(str(exc)) from None
     raise ValueError(f"unknown kind '{kind}' (use {', '.join(KINDS)})")
