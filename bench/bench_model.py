@@ -5,7 +5,8 @@
 Prints: SAM step / Adam step; SAM step eager / compiled (torch.compile of the
 training step, model.compile_mode=compile); forward+forces time vs atoms (16, 128, 1024) and its
 growth exponent; one batched call on 32 copies of a 16-atom cell vs 32 calls; with
---vs, the cost of other architectures (config overrides) relative to the shipped one.
+--vs, the cost of other architectures (config overrides) relative to the shipped one;
+the shipped full model vs the cheap reference (models/fast.legato.pt) per force call.
 The model is the architecture of training/configs/sam.yaml (weights untrained:
 cost does not depend on them). Exits 1 when a ratio misses its goal (bench/goals.py).
 """
@@ -29,7 +30,8 @@ from legato.training.structures import rattled
 
 from goals import Goals
 
-CONFIG = Path(__file__).resolve().parent.parent / "training" / "configs" / "sam.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "training" / "configs" / "sam.yaml"
 
 
 def best_time(fn, repeats):
@@ -146,6 +148,17 @@ def main():
     ratio = t_single / t_batched
     plan = pot.planner.plans[(32, 16)]
     print(f"32 x 16 atoms: 32 separate calls / one evaluate() of all (planned: {plan} frames per model call): {ratio:.2f}  {goals.check('32 single calls / one planned evaluate()', ratio, 1.0)}  [{t_single*1e3:.0f} / {t_batched*1e3:.0f} ms]")
+
+    # --- the cheap reference of contracted / MTS PIMD vs the full model (shipped files) ---
+    fast_file, full_file = ROOT / "models" / "fast.legato.pt", ROOT / "models" / "sam.legato.pt"
+    if fast_file.exists():
+        full, fast = ModelPotential.from_file(full_file), ModelPotential.from_file(fast_file)
+        for rep in (1, 2):
+            atoms = ammonia_phase_i(repeat=(rep,) * 3)
+            call = lambda p: p.evaluate(atoms.get_chemical_symbols(), atoms.positions, atoms.cell.array[None])  # noqa: E731
+            t_full, t_fast = best_time(lambda: call(full), args.repeats), best_time(lambda: call(fast), args.repeats)
+            ratio = t_full / t_fast
+            print(f"{len(atoms):4d} atoms: full (sam.legato.pt) / cheap (fast.legato.pt) force call = {ratio:.1f}x  {goals.check(f'full / cheap force call, {len(atoms)} atoms', ratio, 10.0)}  [{t_full*1e3:.1f} / {t_fast*1e3:.1f} ms]")
 
     if args.vs:
         print("architectures, forward+forces time relative to the shipped one:")

@@ -197,3 +197,47 @@ def test_legato_run_contracts_with_a_cheap_model_and_writes_interpolated_dipoles
     for dip in bead_files(run, "simulation", "dip"):  # every one of the 4 beads has the full model's dipole
         steps, dipoles = read_extras(dip)
         assert len(steps) == 4 and np.isfinite(dipoles).all() and np.abs(dipoles).max() > 0
+
+
+FAST_MODEL = Path(__file__).resolve().parent.parent / "models" / "fast.legato.pt"
+
+
+def harmonic_wavenumbers(model_file: Path, molecule_name: str = "NH3") -> np.ndarray:
+    """Harmonic wavenumbers (cm^-1) of an isolated molecule relaxed with the model, the 3N - 6 largest."""
+    from ase.build import molecule
+    from ase.optimize import BFGS
+    from ase.vibrations import VibrationsData
+
+    from legato.potential import LegatoCalculator
+
+    atoms = molecule(molecule_name)
+    atoms.calc = LegatoCalculator(model_file)
+    BFGS(atoms, logfile=None).run(fmax=1e-4, steps=500)
+    delta, n = 0.005, len(atoms)
+    hessian = np.zeros((3 * n, 3 * n))
+    for i in range(3 * n):  # central differences of the forces, as ase.vibrations does
+        moved = []
+        for sign in (1, -1):
+            displaced = atoms.copy()
+            displaced.calc = atoms.calc
+            displaced.positions.reshape(-1)[i] += sign * delta
+            moved.append(displaced.get_forces().reshape(-1))
+        hessian[i] = -(moved[0] - moved[1]) / (2 * delta)
+    hessian = 0.5 * (hessian + hessian.T)
+    energies = VibrationsData.from_2d(atoms, hessian).get_energies()
+    return np.sort(np.abs(energies))[6:] / ase_units.invcm
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="models/fast.legato.pt (2026-12-07): bends and stretches within 2.1%, but its umbrella mode is 18.6% stiffer"
+    " (1162 vs 980 cm^-1): trained on condensed-phase forces alone, the 2 A model carries the solid's average"
+    " environment; the converged data set holds isolated molecules, and retraining on it is to close this",
+)
+def test_the_shipped_cheap_model_carries_the_intramolecular_vibrations_of_the_full_one():
+    """The cheap reference acts alone at the inner time step: its isolated-NH3 harmonic
+    wavenumbers must be within 3% of the full model's (the bend, umbrella and stretches)."""
+    full = harmonic_wavenumbers(Path(__file__).resolve().parent.parent / "models" / "sam.legato.pt")
+    fast = harmonic_wavenumbers(FAST_MODEL)
+    assert len(full) == len(fast) == 6 and full.min() > 500  # a bound molecule: umbrella, bends, stretches
+    np.testing.assert_allclose(fast, full, rtol=0.03)

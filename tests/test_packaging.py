@@ -26,7 +26,7 @@ def test_the_wheel_carries_templates_models_and_test_frames(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = {f"legato/ipi_inputs/{p.name}" for p in (REPO / "ipi_inputs").iterdir() if p.suffix in (".xml", ".xyz")}
     assert len(templates) >= 9 and templates <= names
-    assert {"legato/models/sam.legato.pt", "legato/models/adam.legato.pt", "legato/data/nh3_dft_test.extxyz"} <= names
+    assert {"legato/models/sam.legato.pt", "legato/models/adam.legato.pt", "legato/models/fast.legato.pt", "legato/data/nh3_dft_test.extxyz"} <= names
     assert {"legato/training/configs/sam.yaml", "legato/training/configs/adam.yaml"} <= names
     data = {n for n in names if n.startswith("legato/data/") and not n.endswith(".py")}
     assert data == {"legato/data/nh3_dft_test.extxyz"}  # not all of data/: only what the default run needs
