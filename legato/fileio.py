@@ -167,14 +167,15 @@ def read_extras(path, key: str = "dipole") -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_properties(path) -> dict[str, np.ndarray]:
-    """i-PI properties file -> {column name without unit: values}; repeated steps keep the last."""
+    """i-PI properties file -> {column name without unit, with its argument (``kinetic_cv(H)``): values};
+    repeated steps keep the last."""
     names = []
     rows = []
     with open(path) as f:
         for line in f:
             if line.startswith("#"):
-                if "-->" in line:
-                    names.append(line.split("-->")[1].split(":")[0].split("{")[0].strip())
+                if "-->" in line:  # "kinetic_cv{electronvolt}(H)" -> "kinetic_cv(H)"
+                    names.append(re.sub(r"\{[^}]*\}", "", line.split("-->")[1].split(":")[0]).strip())
             elif line.strip():
                 rows.append([float(x) for x in line.split()])
     if not rows:
