@@ -69,7 +69,7 @@ def _set_text(element, text) -> None:
     element.text = f" {text} "
 
 
-def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port: int | None = None, n_drivers: int = 1) -> tuple[Path, Path]:
+def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port: int | None = None, n_drivers: int = 1, inet_host: str = "localhost") -> tuple[Path, Path]:
     """Write ``run_dir/input.xml`` from ``template``; returns (input, structure).
 
     The beads of a step are split into ``n_drivers`` equal batches, one per driver.
@@ -100,7 +100,7 @@ def write_input(template: Path, run_dir: Path, settings: RunSettings, inet_port:
             ff.remove(port)
     else:
         ff.set("mode", "inet")
-        _set_text(ff.find("address"), "localhost")
+        _set_text(ff.find("address"), inet_host)
         port = ff.find("port")
         if port is None:
             port = ET.SubElement(ff, "port")
@@ -272,28 +272,37 @@ def run_simulation(
     extra_driver_cmd: list[str] | None = None,
     progress: bool = True,
     fast_driver_factory=None,
+    listen: str | None = None,
 ) -> Path:
     """Run (or resume) i-PI in ``run_dir`` with the in-process driver from ``driver_factory(structure)``.
 
     ``n_drivers > 1`` adds ``extra_driver_cmd`` processes (``legato serve ...``) on
     an inet socket. A contracted or multiple-time-step run (``settings.contract``,
     ``settings.mts``) serves the cheap reference from ``fast_driver_factory(structure)``
-    in a thread on its own socket. Returns the run directory. Raises RuntimeError if i-PI fails.
+    in a thread on its own socket. ``listen="HOST:PORT"`` puts i-PI's inet socket there for
+    drivers on other machines (``legato serve ... --inet HOST:PORT``): the beads go out in
+    ``n_drivers`` batches, this process serves one of them and starts no helpers, and drivers
+    may join and leave at any time. Returns the run directory. Raises RuntimeError if i-PI fails.
     """
     from legato.driver.client import serve
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     restart = run_dir / "RESTART"
-    inet_port = _free_port() if n_drivers > 1 else None
+    host, connect_host = "localhost", "localhost"
+    if listen is not None:
+        host, inet_port = parse_address(listen)
+        connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host  # i-PI binds to all interfaces: this process connects locally
+    else:
+        inet_port = _free_port() if n_drivers > 1 else None
     if restart.exists():
         input_xml = run_dir / "input.xml"
         structure = run_dir / ET.parse(input_xml).getroot().find("system/initialize/file").text.strip()
         if inet_port is not None or ET.parse(restart).getroot().find("ffsocket").get("mode") == "inet":
-            inet_port = _rewrite_restart_port(restart, inet_port or _free_port())
+            inet_port = _rewrite_restart_port(restart, inet_port or _free_port(), host)
         ipi_args, steps = [restart.name], total_steps(restart)
     else:
-        input_xml, structure = write_input(Path(template), run_dir, settings or RunSettings(), inet_port, n_drivers)
+        input_xml, structure = write_input(Path(template), run_dir, settings or RunSettings(), inet_port, n_drivers, inet_host=host)
         ipi_args, steps = [input_xml.name], total_steps(input_xml)
     sock_path = Path("/tmp/ipi_" + socket_name(run_dir))
     if inet_port is None and sock_path.exists():
@@ -311,7 +320,7 @@ def run_simulation(
     helpers = []
     if inet_port is not None:
         _wait_until_listening(ipi, inet_port, run_dir / "ipi.log", timeout=120)
-    if n_drivers > 1:
+    if n_drivers > 1 and listen is None:
         for _ in range(n_drivers - 1):
             cmd = [*extra_driver_cmd, "-s", str(Path(structure).resolve()), "--inet", f"localhost:{inet_port}"]
             # cwd=run_dir: `python -m` puts the cwd first on sys.path, and a repository root's
@@ -331,7 +340,7 @@ def run_simulation(
             if inet_port is None:
                 outcome = serve(driver, socket_name(run_dir), unix=True, connect_wait=60, give_up=ipi_died)
             else:
-                outcome = serve(driver, "localhost", inet_port, unix=False, connect_wait=60, give_up=ipi_died)
+                outcome = serve(driver, connect_host, inet_port, unix=False, connect_wait=60, give_up=ipi_died)
         except TimeoutError as exc:
             if ipi.poll() is not None:  # i-PI died before opening its socket: say why, not "no server"
                 raise RuntimeError(f"i-PI exited (code {ipi.returncode}) before the driver connected: {_last_line(run_dir / 'ipi.log')}") from exc
@@ -439,12 +448,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rewrite_restart_port(restart: Path, port: int) -> int:
+def _rewrite_restart_port(restart: Path, port: int, host: str = "localhost") -> int:
     tree = ET.parse(restart)
     ff = tree.getroot().find("ffsocket")
     _set_text(ff.find("port"), port)
+    _set_text(ff.find("address"), host)
     tree.write(restart)
     return port
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); ValueError naming the form for anything else."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen {address}: give HOST:PORT, e.g. 0.0.0.0:31415 (all interfaces) or a node's name and a free port")
+    return host, int(port)
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -423,7 +423,10 @@ def run(
     stride: Optional[int] = typer.Option(None, help="trajectory output stride (steps)"),
     seed: Optional[int] = typer.Option(None),
     periodic: bool = typer.Option(True, help="use the cell (off for molecules in vacuum)"),
-    drivers: int = typer.Option(1, help="driver processes (>1: extra `legato serve` processes on an inet socket)"),
+    drivers: int = typer.Option(1, help="driver processes (>1: extra `legato serve` processes on an inet socket; with --listen, the number of drivers the beads are split for)"),
+    listen: Optional[str] = typer.Option(
+        None, help="HOST:PORT: i-PI's inet socket for drivers on other nodes (`legato serve MODEL -s STRUCTURE --inet HOST:PORT`, any time during the run); this process serves too and starts no helpers"
+    ),
     start: Optional[Path] = typer.Option(None, help="i-PI checkpoint (e.g. an equilibration run's RESTART) whose positions and momenta start the run"),
     structure: Optional[Path] = typer.Option(None, "-s", "--structure", help="initial structure instead of the template's: i-PI xyz, or CIF, extxyz, ... (last frame, with its cell)"),
     atoms_per_call: Optional[int] = typer.Option(None, help=ATOMS_PER_CALL_HELP),
@@ -465,6 +468,13 @@ def run(
         nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure, contract=contract, mts=mts
     )
     fast_factory = None
+    if listen is not None:
+        from legato.driver.run import parse_address
+
+        try:
+            parse_address(listen)
+        except ValueError as exc:
+            fail(str(exc))
     if contract is not None or mts is not None:
         try:
             check_fast_path(beads or template_beads(template), contract, mts)
@@ -492,7 +502,9 @@ def run(
 
     extra = _serve_command(model_path, potential, periodic, atoms_per_call, compile_model, device)
     try:
-        run_dir = run_simulation(template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress, fast_driver_factory=fast_factory)
+        run_dir = run_simulation(
+            template, output, factory, settings, n_drivers=drivers, extra_driver_cmd=extra, progress=progress, fast_driver_factory=fast_factory, listen=listen
+        )
     except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:  # InputError, ModelFileError too
         fail(str(exc))
     typer.echo(f"done: outputs in {run_dir}")

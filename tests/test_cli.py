@@ -117,6 +117,7 @@ def test_one_line_errors_stay_one_line_in_a_fresh_process(args, message):
         (["--drivers", "0"], "--drivers 0: give at least 1"),
         (["-m", "no/such.legato.pt"], "no such model file"),
         (["-m", "README.md"], "corrupt or not a legato model file"),
+        (["--listen", "nohost"], "--listen nohost: give HOST:PORT"),
     ],
 )
 def test_bad_run_settings_fail_in_one_line_before_the_run_folder_is_made(tmp_path, args, message, legato_in_process):

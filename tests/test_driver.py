@@ -328,3 +328,42 @@ def test_compiled_driver_without_a_cxx_compiler_is_refused_with_the_fix():
     assert result.returncode != 0
     assert "torch.compile: the first step" not in result.stderr  # no promise of a compile that is refused
     assert "compile: no C++ compiler" in result.stderr and "run without compiling" in result.stderr
+
+
+@pytest.mark.slow  # i-PI with a listening run, independent drivers, and a reference run, ~1 min
+def test_drivers_started_elsewhere_join_and_leave_a_listening_run(tmp_path):
+    """`legato run --listen HOST:PORT` with drivers started on their own, as on other nodes
+    (`legato serve --inet HOST:PORT`): one is killed mid-run and another joins; the trajectory
+    is the single-driver run's, step for step (an analytic potential: the same numbers
+    whichever driver computes a bead)."""
+    from legato.driver.run import _free_port
+
+    common = ["nh3_solid_pimd_nvt.xml", "--potential", "harmonic:k=1", "--beads", "4", "--steps", "1500", "--stride", "50", "--seed", "3", "--no-progress"]
+    alone = subprocess.run(LEGATO + ["run", *common, "-o", str(tmp_path / "alone")], capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr
+    port = _free_port()
+    shared = tmp_path / "shared"
+    run = subprocess.Popen(LEGATO + ["run", *common, "-o", str(shared), "--listen", f"127.0.0.1:{port}", "--drivers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    serve = LEGATO + ["serve", "--potential", "harmonic:k=1", "-s", str(TEMPLATES / "nh3_phase_i.xyz"), "--inet", f"127.0.0.1:{port}", "--reconnect", "0"]
+    log = shared / "ipi.log"
+    handshakes = lambda: log.read_text(errors="replace").count("Handshaking was successful") if log.exists() else 0  # noqa: E731
+    try:
+        first = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and handshakes() < 2 and run.poll() is None:
+            time.sleep(0.1)
+        assert handshakes() >= 2, "the independent driver never joined"
+        time.sleep(0.5)
+        first.send_signal(signal.SIGKILL)  # leaves, perhaps mid-batch
+        first.wait()
+        second = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        second.wait(timeout=120)
+    finally:
+        for proc in [run, *(p for p in locals().values() if isinstance(p, subprocess.Popen))]:
+            if proc.poll() is None:
+                proc.kill()
+    assert steps_in(shared / "simulation.out")[-1] == 1500
+    for name in ["simulation.out", *(p.name for p in bead_files(tmp_path / "alone", "simulation", "pos"))]:
+        assert (shared / name).read_text() == (tmp_path / "alone" / name).read_text(), name
