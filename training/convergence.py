@@ -232,6 +232,21 @@ def report(folder: Path) -> str:
                     delta = (a["energy_per_atom"] - ra["energy_per_atom"]) - (b["energy_per_atom"] - rb["energy_per_atom"])
                     rel = f"; relative energy {delta * 1000:+.3f} meV/atom"
                 lines.append(f"- {frame}, {label}: " + "%.1f / %.1f meV/A" % force_difference(a, b) + rel)
+    for cutoff in sorted({float(n.rsplit("-", 1)[1][:-2]) for n in results if n.endswith("Ry")}):
+        suffix = f"-cp2k-{cutoff:g}Ry"
+        lines += ["", f"CP2K at {cutoff:g} Ry: energy per atom, forces against the largest cell, and the spread between a supercell's images:", ""]
+        for frame in frames:
+            runs = {n: get(frame, f"sc{n}", code=suffix) for n in (1, 2, 3)}
+            runs = {n: r for n, r in runs.items() if r}
+            if len(runs) < 2:
+                continue
+            best = runs[max(runs)]
+            for n, r in runs.items():
+                versus = "" if r is best else "; forces %.1f / %.1f meV/A" % force_difference(r, best)
+                lines.append(f"- {frame}, Gamma of {n}x{n}x{n}: {r['energy_per_atom'] * 1000:.2f} meV/atom{versus}; image spread {1000 * r['image_spread']:.1f} meV/A")
+            default = get(frame, "sc2", code="-cp2k")
+            if default and 2 in runs:
+                lines.append(f"- {frame}, Gamma of 2x2x2, {cutoff:g} vs {DFTSettings().cp2k_cutoff:g} Ry: forces " + "%.1f / %.1f meV/A" % force_difference(runs[2], default))
     lines += ["", "Cost (wall seconds on one core, threads as run; other jobs shared the machine):", ""]
     for name, r in results.items():
         lines.append(f"- {name}: {r['atoms']} atoms, {r['seconds']:.0f} s")
