@@ -307,6 +307,9 @@ def run_simulation(
     sock_path = Path("/tmp/ipi_" + socket_name(run_dir))
     if inet_port is None and sock_path.exists():
         sock_path.unlink()  # stale socket of a killed run
+    fast_sock_path = Path(f"/tmp/ipi_{socket_name(run_dir)}-{FAST}")
+    if fast_sock_path.exists():
+        fast_sock_path.unlink()  # the cheap reference's, likewise
 
     uses_fast = any(f.get("name") == FAST for f in ET.parse(restart if restart.exists() else input_xml).getroot().findall("ffsocket"))
     if uses_fast and fast_driver_factory is None:
