@@ -65,6 +65,11 @@ def socket_name(run_dir: Path) -> str:
 FAST = "fast"
 
 
+def fast_socket_name(run_dir: Path) -> str:
+    """The unix socket of a contracted / MTS run's cheap reference driver."""
+    return f"{socket_name(run_dir)}-{FAST}"
+
+
 def _set_text(element, text) -> None:
     element.text = f" {text} "
 
@@ -156,10 +161,9 @@ def _add_fast_path(root, ff, run_dir: Path, nbeads: int, contract: int | None, m
     fast = ET.fromstring(ET.tostring(ff))
     fast.set("name", FAST)
     fast.set("mode", "unix")
-    _set_text(fast.find("address"), f"{socket_name(run_dir)}-{FAST}")
-    for tag in ("port",):
-        if fast.find(tag) is not None:
-            fast.remove(fast.find(tag))
+    _set_text(fast.find("address"), fast_socket_name(run_dir))
+    if fast.find("port") is not None:
+        fast.remove(fast.find("port"))
     if fast.find("batch_size") is not None:
         _set_text(fast.find("batch_size"), nbeads)
     root.insert(list(root).index(ff) + 1, fast)
@@ -304,12 +308,8 @@ def run_simulation(
     else:
         input_xml, structure = write_input(Path(template), run_dir, settings or RunSettings(), inet_port, n_drivers, inet_host=host)
         ipi_args, steps = [input_xml.name], total_steps(input_xml)
-    sock_path = Path("/tmp/ipi_" + socket_name(run_dir))
-    if inet_port is None and sock_path.exists():
-        sock_path.unlink()  # stale socket of a killed run
-    fast_sock_path = Path(f"/tmp/ipi_{socket_name(run_dir)}-{FAST}")
-    if fast_sock_path.exists():
-        fast_sock_path.unlink()  # the cheap reference's, likewise
+    for name in ([socket_name(run_dir)] if inet_port is None else []) + [fast_socket_name(run_dir)]:
+        Path(f"/tmp/ipi_{name}").unlink(missing_ok=True)  # stale sockets of a killed run
 
     uses_fast = any(f.get("name") == FAST for f in ET.parse(restart if restart.exists() else input_xml).getroot().findall("ffsocket"))
     if uses_fast and fast_driver_factory is None:
@@ -338,7 +338,7 @@ def run_simulation(
         try:
             ipi_died = lambda: ipi.poll() is not None  # noqa: E731
             if fast_driver is not None:
-                fast_thread = _ServingThread(fast_driver, f"{socket_name(run_dir)}-{FAST}", ipi_died)
+                fast_thread = _ServingThread(fast_driver, fast_socket_name(run_dir), ipi_died)
                 fast_thread.start()
             if inet_port is None:
                 outcome = serve(driver, socket_name(run_dir), unix=True, connect_wait=60, give_up=ipi_died)

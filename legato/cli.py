@@ -462,8 +462,8 @@ def run(
     require_counts(beads=beads, steps=steps, stride=stride, drivers=drivers)
     require_positive(temperature=temperature, timestep=timestep)
     model_path = str(_model_or_default(model).resolve()) if potential is None else None  # helpers run in the run folder
-    if model_path:
-        read_model_file(model_path)  # a bad model file fails here (one line, main), before the run folder is made
+    # a bad model file fails here (one line, main), before the run folder is made
+    full_metadata = read_model_file(model_path)["metadata"] if model_path else None
     settings = RunSettings(
         nbeads=beads, temperature=temperature, total_steps=steps, timestep=timestep, seed=seed, stride=stride, start=start, structure=structure, contract=contract, mts=mts
     )
@@ -490,7 +490,7 @@ def run(
             except FileNotFoundError as exc:
                 fail(str(exc))
             fast_species = sorted(read_model_file(fast_path)["metadata"]["type_names"])
-            full_species = sorted(read_model_file(model_path)["metadata"]["type_names"]) if model_path else fast_species
+            full_species = sorted(full_metadata["type_names"]) if full_metadata else fast_species
             if fast_species != full_species:
                 fail(f"--fast-model {fast_path}: it knows {fast_species}, the full model {full_species}; give a cheap model of the same species")
 

@@ -174,3 +174,9 @@ def legato_in_process(monkeypatch, capsys):
         return subprocess.CompletedProcess(["legato", *args], code, out.out, out.err)
 
     return run
+
+
+def assert_one_line_error(result, message: str) -> None:
+    """A refused command: non-zero exit and exactly one line on stderr, holding ``message``."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 
 REPO = Path(__file__).resolve().parent.parent
 LEGATO = [sys.executable, "-m", "legato.cli"]
@@ -83,9 +84,7 @@ def test_version_names_the_package_and_its_engines(legato_in_process):
 )
 def test_bad_input_gives_a_one_line_error_and_nonzero_exit(args, message, legato_in_process):
     result = legato_in_process(*args)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert_one_line_error(result, message)
 
 
 @pytest.mark.parametrize(
@@ -102,9 +101,7 @@ def test_one_line_errors_stay_one_line_in_a_fresh_process(args, message):
     """As the checks above, in a new Python as a user starts it: a warning printed while a
     library loads (stderr, outside pytest's capture) would add a line."""
     result = legato(*args)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert_one_line_error(result, message)
 
 
 @pytest.mark.parametrize(
@@ -123,8 +120,7 @@ def test_one_line_errors_stay_one_line_in_a_fresh_process(args, message):
 def test_bad_run_settings_fail_in_one_line_before_the_run_folder_is_made(tmp_path, args, message, legato_in_process):
     """i-PI would reject them only after `legato run` had written the run folder (and a traceback for 0 beads)."""
     result = legato_in_process("run", "nh3_solid_pimd_nvt.xml", "-o", tmp_path / "run", *args)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
+    assert_one_line_error(result, message)
     assert not (tmp_path / "run").exists()
 
 

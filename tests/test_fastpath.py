@@ -26,6 +26,7 @@ from legato.driver.analytic import HarmonicPotential, MorsePotential
 from legato.driver.pes import LegatoDriver
 from legato.driver.run import FAST, RunSettings, check_fast_path, run_simulation, write_input
 from legato.fileio import bead_files, read_extras, read_properties
+from conftest import assert_one_line_error
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "ipi_inputs"
 N_MOLECULES = 8
@@ -179,8 +180,7 @@ def test_contracted_mts_nve_drifts_no_more_than_brute_force_at_the_outer_step(tm
 )
 def test_bad_fast_path_settings_fail_in_one_line_before_the_run_folder_is_made(tmp_path, args, message, legato_in_process):
     result = legato_in_process("run", "nh3_solid_pimd_nvt.xml", "-o", tmp_path / "run", *args)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode != 0 and len(lines) == 1 and message in lines[0], result.stderr
+    assert_one_line_error(result, message)
     assert not (tmp_path / "run").exists()
 
 
@@ -246,11 +246,11 @@ def test_the_shipped_cheap_model_carries_the_intramolecular_vibrations_of_the_fu
 def test_a_stale_cheap_socket_of_a_killed_run_does_not_stop_the_next(tmp_path):
     """A killed run leaves its unix socket files behind; i-PI refuses to open a socket whose
     file exists, so `legato run` removes both (the full model's and the cheap one's) first."""
-    from legato.driver.run import socket_name
+    from legato.driver.run import fast_socket_name
 
     xml = template(tmp_path)
     run = tmp_path / "run"
-    stale = Path(f"/tmp/ipi_{socket_name(run)}-{FAST}")
+    stale = Path(f"/tmp/ipi_{fast_socket_name(run)}")
     stale.write_text("")
     try:
         settings = RunSettings(nbeads=4, temperature=100.0, total_steps=10, timestep=1.0, stride=5, contract=2, mts=2)
