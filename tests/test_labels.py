@@ -251,8 +251,10 @@ def test_labelling_resumes_and_records_failures(tmp_path, monkeypatch, capsys):
     import shutil
 
     shutil.rmtree(tmp_path / "out.extxyz.parts")  # a fresh clone keeps only the assembled output
+    committed = out.read_text()
     fourth = label_module.label_file(structures, out, progress=False)
     assert calls == [0, 1, 2, 3, 2] and fourth["labelled"] == 0  # only the failed frame is retried
+    assert out.read_text() == committed  # resuming leaves the committed file as it was, byte for byte
     assert [a.info["source_index"] for a in ase.io.read(out, ":")] == [0, 1, 3]
     with pytest.raises(ValueError, match="--wannier-order 1"):  # another estimator must not extend the file
         label_module.label_file(structures, out, label_module.DFTSettings.converged(wannier_order=2, code="pyscf"), progress=False)

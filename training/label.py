@@ -14,6 +14,7 @@ are recreated from ``<output>`` when only it survived (a fresh clone).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -310,14 +311,20 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
 
 
 def _rehydrate(output_path: Path, parts: Path) -> None:
-    """Recreate part files from an assembled output (e.g. a fresh clone holds only the output)."""
+    """Recreate part files from an assembled output (e.g. a fresh clone holds only the output),
+    each frame's text as it is, so that assembling them again gives the same file."""
     if not output_path.exists() or output_path.stat().st_size == 0:
         return
-    for atoms in ase.io.read(output_path, index=":", format="extxyz"):
-        index = atoms.info.get("source_index")
+    lines = output_path.read_text().splitlines(keepends=True)
+    start = 0
+    while start < len(lines) and lines[start].strip():
+        end = start + int(lines[start]) + 2
+        text = "".join(lines[start:end])
+        index = ase.io.read(io.StringIO(text), format="extxyz").info.get("source_index")
         part = parts / f"{int(index):05d}.extxyz" if index is not None else None
         if part is not None and not part.exists():
-            _write_atomic(part, _frame_text(atoms))
+            _write_atomic(part, text)
+        start = end
 
 
 def _check_same_method(parts: Path, settings: DFTSettings) -> None:
