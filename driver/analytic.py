@@ -20,7 +20,7 @@ class HarmonicPotential:
         self.centres = None if centres is None else np.asarray(centres, float)
         self.charges = None if charges is None else np.asarray(charges, float)
 
-    def evaluate(self, symbols, positions, cells=None, pbc=None) -> dict:
+    def evaluate(self, symbols, positions, cells=None, pbc=None, dipoles=True) -> dict:
         positions = np.asarray(positions, float).reshape(-1, len(symbols), 3)
         centres = np.zeros_like(positions[0]) if self.centres is None else self.centres
         delta = positions - centres
@@ -46,7 +46,7 @@ class MorsePotential:
         self.D, self.a, self.r0 = float(D), float(a), float(r0)
         self.charges = None if charges is None else np.asarray(charges, float)
 
-    def evaluate(self, symbols, positions, cells=None, pbc=None) -> dict:
+    def evaluate(self, symbols, positions, cells=None, pbc=None, dipoles=True) -> dict:
         positions = np.asarray(positions, float).reshape(-1, len(symbols), 3)
         i, j = self.pairs.T
         vec = positions[:, j] - positions[:, i]
@@ -79,7 +79,7 @@ class HarmonicBondPotential(MorsePotential):
         super().__init__(pairs, D=0.0, a=0.0, r0=r0, charges=charges)
         self.k = float(k)
 
-    def evaluate(self, symbols, positions, cells=None, pbc=None) -> dict:
+    def evaluate(self, symbols, positions, cells=None, pbc=None, dipoles=True) -> dict:
         positions = np.asarray(positions, float).reshape(-1, len(symbols), 3)
         i, j = self.pairs.T
         vec = positions[:, j] - positions[:, i]

@@ -109,7 +109,7 @@ class LegatoDriver(Dummy_driver):
             cell = cells[b] if cells is not None else None
             check_frame(positions[b], cell, len(self.symbols))
             warn_close_contacts(positions[b], cell)
-        r = self.potential.evaluate(self.symbols, positions, cells, (self.periodic,) * 3)
+        r = self.potential.evaluate(self.symbols, positions, cells, (self.periodic,) * 3, dipoles=self.dipoles)
         if not (np.all(np.isfinite(r["energy"])) and np.all(np.isfinite(r["forces"]))):
             raise FloatingPointError("the model returned non-finite energies or forces; refusing to send them to i-PI")
         self.calls += 1
@@ -117,9 +117,9 @@ class LegatoDriver(Dummy_driver):
         energies = units.ev_to_hartree(r["energy"])
         forces = units.forces_ev_per_angstrom_to_au(r["forces"])
         virials = units.ev_to_hartree(np.transpose(r["virial"], (0, 2, 1)))
-        dipoles = units.dipole_eangstrom_to_au(r["dipole"])
+        extras = [json.dumps({"dipole": d.tolist()}) for d in units.dipole_eangstrom_to_au(r["dipole"])] if self.dipoles else [""] * len(positions)
         return [
-            (float(energies[b]), forces[b].reshape(-1, 3).astype(np.float64), virials[b].astype(np.float64), json.dumps({"dipole": dipoles[b].tolist()}) if self.dipoles else "")
+            (float(energies[b]), forces[b].reshape(-1, 3).astype(np.float64), virials[b].astype(np.float64), extras[b])
             for b in range(len(positions))
         ]
 

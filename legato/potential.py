@@ -20,7 +20,7 @@ from nequip.data.transforms import NeighborListTransform
 
 from legato.callplan import CallPlanner
 from legato.fields import WANNIER_DISP, dipole_from_wannier
-from legato.geometry import whole_molecules
+from legato.geometry import WholeMolecules
 from legato.modelfile import ModelFileError, load_model
 
 
@@ -69,6 +69,7 @@ class ModelPotential:
         self.r_max = float(metadata["r_max"])
         self._neighbor_list = NeighborListTransform(r_max=self.r_max)
         self._type_index = {name: i for i, name in enumerate(self.type_names)}
+        self._whole_molecules = WholeMolecules()
 
     @classmethod
     def from_file(cls, path, atoms_per_call: int | None = None, compile: bool = False, device: str = "cpu") -> "ModelPotential":
@@ -100,12 +101,12 @@ class ModelPotential:
             data[AtomicDataDict.CELL_KEY] = torch.as_tensor(cell, dtype=torch.float64).reshape(1, 3, 3)
         return self._neighbor_list(data)
 
-    def evaluate(self, symbols: Sequence[str], positions, cells=None, pbc=(True, True, True)) -> dict:
+    def evaluate(self, symbols: Sequence[str], positions, cells=None, pbc=(True, True, True), dipoles: bool = True) -> dict:
         """Evaluate B frames: ``positions`` (B, N, 3) Angstrom, ``cells`` (B, 3, 3) or None.
 
         Returns numpy arrays: ``energy`` (B,) eV, ``forces`` (B, N, 3) eV/A,
         ``virial`` (B, 3, 3) eV (zeros without a cell), ``wannier_disp`` (B, N, 3) A,
-        ``dipole`` (B, 3) e*A. Frames go to the model ``atoms_per_call`` atoms at a time
+        ``dipole`` (B, 3) e*A (left out with ``dipoles=False``). Frames go to the model ``atoms_per_call`` atoms at a time
         (at least one frame), or in the chunks the call planner found fastest for B x N:
         on a CPU, one call on many atoms can be slower per atom than a few calls on fewer.
         """
@@ -138,9 +139,10 @@ class ModelPotential:
             result = in_chunks(max(1, self.atoms_per_call // positions.shape[1]))
         else:
             result = self.planner.timed(n_frames, positions.shape[1], in_chunks)
+        if not dipoles:
+            return result
         if cells is not None and np.any(pbc):  # the dipole of whole molecules, however the positions were wrapped
-            numbers = [atomic_numbers[s] for s in symbols]
-            positions = np.stack([whole_molecules(numbers, positions[b], cells[b], pbc) for b in range(n_frames)])
+            positions = self._whole_molecules([atomic_numbers[s] for s in symbols], positions, cells, pbc)
         result["dipole"] = dipole_from_wannier(
             positions, self.per_atom(symbols, "valence_charge"), self.per_atom(symbols, "wannier_count"), result["wannier_disp"]
         )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from legato.fileio import bead_files, read_extras
-from legato.geometry import ammonia_phase_i, whole_molecules
+from legato.geometry import WholeMolecules, ammonia_phase_i, whole_molecules
 from legato.potential import ModelPotential
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +32,55 @@ def test_whole_molecules_undo_any_wrapping():
     assert bonds.max() < 1.2
     shift = whole - crystal.positions  # each atom moved by lattice vectors only, one per molecule
     np.testing.assert_allclose(np.round(shift / 5.13), shift / 5.13, atol=1e-9)
+
+
+def wrapped_frames(n_frames=6, seed=5):
+    """2x2x2 phase I in a sheared cell, each frame displaced, shifted and wrapped its own way."""
+    crystal = ammonia_phase_i(5.13, repeat=(2, 2, 2))
+    cell = crystal.cell.array + np.array([[0, 0, 0], [1.1, 0, 0], [0.4, -0.7, 0]])  # triclinic
+    crystal.set_cell(cell, scale_atoms=True)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n_frames):
+        frame = crystal.copy()
+        frame.positions = whole_molecules(frame.numbers, frame.positions, cell) + rng.normal(0, 0.05, frame.positions.shape) + rng.uniform(-5, 5, 3)
+        frame.wrap()
+        frames.append(frame)
+    return crystal, frames
+
+
+def test_cached_bond_tree_makes_the_same_whole_molecules():
+    crystal, frames = wrapped_frames()
+    positions = np.stack([f.positions for f in frames])
+    cells = np.stack([f.cell.array for f in frames])
+    whole = WholeMolecules()
+    expected = np.stack([whole_molecules(crystal.numbers, p, c) for p, c in zip(positions, cells)])
+    np.testing.assert_allclose(whole(crystal.numbers, positions, cells), expected, atol=1e-10)
+    np.testing.assert_allclose(whole(crystal.numbers, positions[::-1], cells[::-1]), expected[::-1], atol=1e-10)  # the tree is reused
+    slab = cells.copy()
+    slab[:, 2] = 0.0  # periodic in x and y only, no third vector
+    expected = np.stack([whole_molecules(crystal.numbers, p, c, (True, True, False)) for p, c in zip(positions, slab)])
+    np.testing.assert_allclose(WholeMolecules()(crystal.numbers, positions, slab, (True, True, False)), expected, atol=1e-10)
+
+
+def test_cached_bond_tree_follows_a_proton_to_another_molecule():
+    """An H moved next to another N breaks a bond of the cached tree: that frame is made whole
+    from its own bonds, as whole_molecules does, and its tree is kept for the next frames."""
+    crystal, frames = wrapped_frames(2)
+    whole = WholeMolecules()
+    cells = np.stack([f.cell.array for f in frames])
+    whole(crystal.numbers, np.stack([f.positions for f in frames]), cells)
+    moved = frames[1].copy()
+    n_atoms = np.flatnonzero(moved.numbers == 7)
+    h = int(np.flatnonzero(moved.numbers == 1)[0])
+    far = n_atoms[np.argmax(moved.get_distances(h, n_atoms, mic=True))]
+    moved.positions[h] = moved.positions[far] + [0.0, 0.0, 1.02]  # now bonded to the farthest N
+    positions = np.stack([frames[0].positions, moved.positions])
+    result = whole(crystal.numbers, positions, cells)
+    expected = whole_molecules(crystal.numbers, moved.positions, cells[1])
+    np.testing.assert_allclose(result[1], expected, atol=1e-10)
+    assert np.linalg.norm(result[1][h] - result[1][far]) < 1.1  # whole with its new N
+    np.testing.assert_allclose(whole(crystal.numbers, positions[1:], cells[1:])[0], expected, atol=1e-10)  # the new tree
 
 
 def test_dipole_is_the_same_for_wrapped_and_unwrapped_positions(tiny_model_file):

@@ -241,7 +241,7 @@ def test_bad_frames_are_refused(positions, cell, match):
 
 def test_non_finite_model_output_is_never_sent(tiny_model_file):
     class Broken:
-        def evaluate(self, symbols, positions, cells=None, pbc=None):
+        def evaluate(self, symbols, positions, cells=None, pbc=None, dipoles=True):
             n = len(positions)
             return {"energy": np.full(n, np.nan), "forces": np.zeros((n, len(symbols), 3)), "virial": np.zeros((n, 3, 3)), "dipole": np.zeros((n, 3))}
 
