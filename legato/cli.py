@@ -481,18 +481,7 @@ def run(
         except ValueError as exc:
             fail(str(exc))
     if settings.fast_path:
-        fast_path = None
-        if fast_potential is None:
-            from legato.shipped import fast_model as shipped_fast_model
-
-            try:
-                fast_path = str(Path(fast_model or shipped_fast_model()).resolve())
-            except FileNotFoundError as exc:
-                fail(str(exc))
-            fast_species = sorted(read_model_file(fast_path)["metadata"]["type_names"])
-            full_species = sorted(full_metadata["type_names"]) if full_metadata else fast_species
-            if fast_species != full_species:
-                fail(f"--fast-model {fast_path}: it knows {fast_species}, the full model {full_species}; give a cheap model of the same species")
+        fast_path = None if fast_potential is not None else _cheap_model(fast_model, full_metadata)
 
         def fast_factory(structure_in_run):
             return make_driver(structure_in_run, fast_path, fast_potential, periodic, None, compile_model, device, dipoles=False)
@@ -508,6 +497,23 @@ def run(
     except (FileNotFoundError, ValueError, RuntimeError, TimeoutError) as exc:  # InputError, ModelFileError too
         fail(str(exc))
     typer.echo(f"done: outputs in {run_dir}")
+
+
+def _cheap_model(fast_model: Optional[Path], full_metadata: Optional[dict]) -> str:
+    """The cheap reference model file of a fast-path run (default: the shipped one), checked
+    against the full model's species; exits with one line where it does not fit."""
+    from legato.modelfile import read_model_file
+    from legato.shipped import fast_model as shipped_fast_model
+
+    try:
+        path = str(Path(fast_model or shipped_fast_model()).resolve())
+        fast_species = sorted(read_model_file(path)["metadata"]["type_names"])
+    except (FileNotFoundError, ValueError) as exc:  # ModelFileError too
+        fail(str(exc))
+    full_species = sorted(full_metadata["type_names"]) if full_metadata else fast_species
+    if fast_species != full_species:
+        fail(f"--fast-model {path}: it knows {fast_species}, the full model {full_species}; give a cheap model of the same species")
+    return path
 
 
 @app.command()
@@ -576,6 +582,8 @@ def demo(
     production: bool = typer.Option(False, help="2x2x2 cell, 32 beads, 20 ps each (hours on 2 cores) instead of the quick look"),
     compile_model: bool = typer.Option(False, "--compile", help=COMPILE_HELP + "; with --production"),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
+    fast_path: bool = typer.Option(True, help="ring-polymer contraction to 4 beads and 4 inner steps over the cheap model (as `legato run --contract 4 --mts 4`); --no-fast-path: the full model on every bead every 0.5 fs (about 10x slower)"),
+    fast_model: Optional[Path] = typer.Option(None, help="the cheap reference model of the fast path (default: the shipped models/fast.legato.pt)"),
     progress: bool = typer.Option(True),
 ):
     """The main job: solid ammonia, classical MD and TRPMD through i-PI, IR + INS spectra, NQE table.
@@ -583,18 +591,23 @@ def demo(
     The crystal is first relaxed with the model; each run starts after its own
     equilibration (strong PILE-L thermostat, equilibrate_nvt.xml) that the spectra skip.
     Quick settings (default): 16-atom cell, equilibration 0.5 ps, classical 5 ps,
-    TRPMD 8 beads 2 ps. Runs resume if interrupted; finished runs are reused.
+    TRPMD 32 beads 2 ps; the full model sees 4 contracted beads every 2 fs, the cheap
+    model all beads every 0.5 fs. Runs resume if interrupted; finished runs are reused.
     """
     from legato.analysis.nqe import low_frequency_warning
     from legato.analysis.pipeline import compare_runs
     from legato.driver.demo import demo_runs
+    from legato.modelfile import read_model_file
 
     model_path = _model_or_default(model)
     _require_device(device)
     require_positive(temperature=temperature)
+    if fast_model is not None and not fast_path:
+        fail("--fast-model goes with the fast path: leave out --no-fast-path")
+    cheap = _cheap_model(fast_model, read_model_file(model_path)["metadata"]) if fast_path else None
     _print_model(model_path)
     try:  # the runs (driver stage), then their spectra (analysis stage)
-        runs = demo_runs(output, model_path, temperature, production, compile_model, device, progress, log=typer.echo)
+        runs = demo_runs(output, model_path, temperature, production, compile_model, device, progress, log=typer.echo, fast_model=cheap)
     except (RuntimeError, FileNotFoundError, ValueError, TimeoutError) as exc:
         fail(str(exc))
     result = compare_runs(runs["classical"], runs["pimd"], output / "spectra", equilibration=0.0)

@@ -72,6 +72,8 @@ def test_version_names_the_package_and_its_engines(legato_in_process):
         (["sharpness", "models/sam.legato.pt", "data/nh3_dft_test.extxyz", "--rho", "-1"], "--rho -1.0: give a positive value"),
         (["orientation", "--steps", "0"], "--steps 0: give at least 1"),
         (["demo", "-o", "no/such/demo", "--temperature", "0"], "--temperature 0.0: give a positive value"),
+        (["demo", "-o", "no/such/demo", "--no-fast-path", "--fast-model", "models/fast.legato.pt"], "--fast-model goes with the fast path"),
+        (["demo", "-o", "no/such/demo", "--fast-model", "no/such/model.pt"], "no/such/model.pt"),
         (["structures", "unused.extxyz", "-n", "0"], "-n 0: give at least 1"),
         (["structures", "unused.extxyz", "--kind", "liquid", "--density", "-1"], "--density -1.0: give a positive value"),
         (["select", "models/sam.legato.pt", "models/sam.legato.pt", "-f", "data/nh3_dft_test.extxyz", "-o", "unused.extxyz"], "lists a model file twice"),

@@ -70,7 +70,7 @@ class MoleculesInWells:
         self.bonds = MorsePotential(PAIRS, D, A, R0, charges=[0.3, -0.3] * N_MOLECULES)
         self.wells = HarmonicPotential(K_WELL, centres=start)
 
-    def evaluate(self, symbols, positions, cells=None, pbc=None):
+    def evaluate(self, symbols, positions, cells=None, pbc=None, dipoles=True):
         bonds, wells = self.bonds.evaluate(symbols, positions), self.wells.evaluate(symbols, positions)
         return {key: bonds[key] + (wells[key] if key in ("energy", "forces", "virial") else 0) for key in bonds}
 
@@ -111,6 +111,21 @@ def test_the_input_splits_forces_into_reference_and_contracted_correction(tmp_pa
     (tmp_path / "rpc").mkdir()
     rpc = ET.parse(write_input(xml, tmp_path / "rpc", RunSettings(nbeads=16, contract=8))[0]).getroot()
     assert [f.find("mts_weights") for f in rpc.findall("system/forces/force")] == [None] * 3 and rpc.find("system/motion/dynamics/nmts") is None
+
+
+def test_the_demo_runs_the_same_simulated_time_on_the_fast_path():
+    """`legato demo`: the full model every 2 fs on 4 of 32 beads, the cheap one every 0.5 fs,
+    frames every 2 fs, as many ps as without the fast path; classical MD: MTS only."""
+    from legato.driver.demo import DEMO, run_settings
+
+    plan = DEMO["quick"]
+    fast, brute = run_settings(plan, "pimd", 32, True), run_settings(plan, "pimd", 32, False)
+    assert (fast.contract, fast.mts, fast.timestep, fast.stride) == (4, 4, 2.0, 1) and fast.fast_path
+    assert (brute.contract, brute.mts, brute.timestep, brute.stride) == (None, None, 0.5, 4) and not brute.fast_path
+    assert fast.total_steps * fast.timestep == brute.total_steps * brute.timestep == plan["pimd"] * 1000
+    classical = run_settings(plan, "classical", 1, True)
+    assert (classical.contract, classical.mts, classical.nbeads) == (None, 4, 1) and classical.fast_path
+    check_fast_path(fast.nbeads, fast.contract, fast.mts)
 
 
 @pytest.mark.parametrize(
