@@ -26,6 +26,16 @@ def model_speed(model, atoms, device: str = "cpu", calls: int = 20) -> float:
     return (time.perf_counter() - start) / calls * 1e3
 
 
+def sharpness_columns(model, data, rho: float, sigma: float = 0.05) -> dict:
+    """Worst-case (rho) and average-case (sigma) sharpness of the model's own training loss
+    on ``data``; NaN where ``data`` is missing."""
+    keys = (f"sharpness_rho{rho}", f"sharpness_sigma{sigma}", f"sharpness_sigma{sigma}_error")
+    if data is None or not Path(data).exists():
+        return dict.fromkeys(keys, float("nan"))
+    result = sharpness_of_file(model, data, rho, sigma=sigma)
+    return dict(zip(keys, (round(result["worst_case"], 6), *(float(f"{v:.4g}") for v in result["average_case"]))))
+
+
 def compare_models(
     models,
     output,
@@ -74,7 +84,7 @@ def compare_models(
                 "energy_mae_meV_per_atom": round(errors.get("energy_mae_meV_per_atom", float("nan")), 3),
                 "wannier_mae_A": round(errors.get("wannier_mae_A", float("nan")), 5),
                 f"ms_per_{len(atoms)}_atoms": round(ms, 2),
-                f"sharpness_rho{rho}": round(sharpness_of_file(path, data, rho), 6) if data is not None and Path(data).exists() else float("nan"),
+                **sharpness_columns(path, data, rho),
                 "beta": round(beta, 3),
                 "beta_low": round(lo, 3),
                 "beta_high": round(hi, 3),

@@ -1,20 +1,57 @@
-"""Sharpness: the largest loss increase within a rho-ball around trained weights.
+"""Sharpness of a trained model's loss around its weights, two ways.
+
+Worst case (what SAM minimises), estimated by projected gradient ascent from several
+random starts (as in the SAM literature, e.g. Foret et al. 2021; Keskar et al. 2017):
 
     S(rho) = max_{|e| <= rho} L(w + e) - L(w)
 
-estimated by projected gradient ascent from several random starts (as in the
-SAM literature, e.g. Foret et al. 2021; Keskar et al. 2017 for the idea).
-A property of a trained model (what SAM training flattens), measured on labelled frames.
+Average case, as Allegro-Legato's ``measure_sharpness.py`` (Ibayashi et al. 2023):
+the mean of L(w + sigma z) - L(w) over samples of Gaussian noise z, one N(0, 1) number
+per weight, sigma 0.05 there.
+
+L is the model's own training loss: the weights of its training config's MSE terms
+(per-atom energy, forces, Wannier vectors), stored in the model file as
+``loss_weights`` by `legato train`. Measured on labelled frames.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
 from legato.fields import WANNIER_DISP
 
-#: loss weights of :func:`sharpness_of_file` (per-atom energy, forces, Wannier vectors)
-LOSS_WEIGHTS = {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0}
+#: the loss terms sharpness can evaluate (a model's weight for any other must be 0)
+LOSS_TERMS = ("per_atom_energy", "forces", "wannier_disp")
+
+
+def loss_weights_of(metadata: dict, override: dict | None = None) -> dict:
+    """The loss weights sharpness uses: ``override`` where given, else the model file's
+    ``loss_weights``. ValueError (one line, with the fix) where neither is there or a term
+    is one this module cannot evaluate."""
+    weights = override if override is not None else metadata.get("loss_weights")
+    if weights is None:
+        raise ValueError("the model file records no training loss weights (exported before they were stored): give them, e.g. --loss-weights per_atom_energy=100,forces=10,wannier_disp=1000")
+    unknown = sorted(k for k, v in weights.items() if k not in LOSS_TERMS and float(v) != 0.0)
+    if unknown:
+        raise ValueError(f"loss terms {unknown} have no sharpness estimate yet: give --loss-weights with {', '.join(LOSS_TERMS)} only")
+    weights = {k: float(weights.get(k, 0.0)) for k in LOSS_TERMS}
+    if any(v < 0 for v in weights.values()) or not any(v > 0 for v in weights.values()):
+        raise ValueError(f"loss weights {weights}: give weights >= 0, at least one of them > 0")
+    return weights
+
+
+def parse_loss_weights(text: str) -> dict:
+    """``per_atom_energy=100,forces=10,wannier_disp=1000`` -> a dict; ValueError naming the bad part."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--loss-weights {text}: '{part}' is not NAME=NUMBER (e.g. forces=10)") from None
+    return weights
 
 
 def sharpness(loss_fn, params: list[torch.nn.Parameter], rho: float, restarts: int = 3, steps: int = 10, seed: int = 0) -> float:
@@ -49,6 +86,28 @@ def sharpness(loss_fn, params: list[torch.nn.Parameter], rho: float, restarts: i
         for p, o in zip(params, origin):
             p.copy_(o)
     return best
+
+
+def average_sharpness(loss_fn, params: list[torch.nn.Parameter], sigma: float, samples: int = 100, seed: int = 0) -> tuple[float, float]:
+    """Mean and standard error of ``loss_fn()`` at w + sigma z minus at w, z ~ N(0, 1) per
+    weight, over ``samples`` draws (weights restored after)."""
+    gen = torch.Generator().manual_seed(seed)
+    base = float(loss_fn().detach())
+    origin = [p.detach().clone() for p in params]
+    increases = []
+    try:
+        for _ in range(samples):
+            with torch.no_grad():
+                for p, o in zip(params, origin):
+                    p.copy_(o + sigma * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+            increases.append(float(loss_fn().detach()) - base)
+    finally:
+        with torch.no_grad():
+            for p, o in zip(params, origin):
+                p.copy_(o)
+    mean = sum(increases) / len(increases)
+    spread = math.sqrt(sum((x - mean) ** 2 for x in increases) / max(1, len(increases) - 1))
+    return mean, spread / math.sqrt(len(increases))
 
 
 def _scale_to(tensors: list[torch.Tensor], norm: float) -> None:
@@ -89,15 +148,24 @@ def frames_to_batch(frames, type_names, r_max: float):
     return AtomicDataDict.batched_from_list(graphs)
 
 
-def sharpness_of_file(model, data, rho: float, restarts: int = 3, steps: int = 10) -> float:
-    """`legato sharpness`: :func:`sharpness` of a model file's loss (:data:`LOSS_WEIGHTS`) on the labelled frames of ``data``."""
+def sharpness_of_file(
+    model, data, rho: float, restarts: int = 3, steps: int = 10, loss_weights: dict | None = None, sigma: float | None = 0.05, samples: int = 100
+) -> dict:
+    """`legato sharpness`: both estimates on the labelled frames of ``data`` for the model
+    file's own training loss (``loss_weights`` overrides it). Returns ``loss_weights``,
+    ``worst_case`` (:func:`sharpness` at ``rho``) and, unless ``sigma`` is None,
+    ``average_case`` (mean, standard error; :func:`average_sharpness`)."""
     from legato.dataset import load_dataset
     from legato.modelfile import load_model
 
     net, meta = load_model(model)
+    weights = loss_weights_of(meta, loss_weights)
     net.train()  # forces must stay differentiable w.r.t. the weights (no dropout/batch norm in Allegro)
     batch = frames_to_batch(load_dataset(data, meta["type_names"]), meta["type_names"], meta["r_max"])
-    loss = model_loss(net, batch, LOSS_WEIGHTS)
+    loss = model_loss(net, batch, weights)
     params = [p for p in net.parameters() if p.requires_grad]
     torch.manual_seed(0)
-    return sharpness(loss, params, rho, restarts=restarts, steps=steps)
+    result = {"loss_weights": weights, "worst_case": sharpness(loss, params, rho, restarts=restarts, steps=steps)}
+    if sigma is not None:
+        result["average_case"] = average_sharpness(loss, params, sigma, samples)
+    return result

@@ -334,6 +334,8 @@ def _print_model(path: Path) -> None:
     if "dataset" in meta:  # written by `legato train`
         split = " / ".join(f"{n} {part}" for part, n in meta["n_frames"].items())
         typer.echo(f"  trained: {meta['epochs']} epochs on {meta['dataset']} (sha256 {meta['dataset_sha256'][:12]}; frames {split})")
+    if "loss_weights" in meta:
+        typer.echo("  loss weights: " + ", ".join(f"{name} {weight:g}" for name, weight in meta["loss_weights"].items()))
     versions = ", ".join(f"{name} {version}" for name, version in meta["versions"].items())
     typer.echo(f"  created {meta['created'][:16]} with {versions}")
     for key, value in meta.get("test_errors", {}).items():
@@ -626,16 +628,29 @@ WORKERS_HELP = "trajectories run side by side, one process each (up to the numbe
 STRUCTURE_HELP = "unit cell to multiply (CIF, extxyz, i-PI xyz; last frame; default: ammonia phase I, a = 5.13 A)"
 
 
+class FailureProtocol(str, Enum):
+    hot = "hot"
+    legato = "legato"
+
+
+FAILURE_PROTOCOL_HELP = (
+    "hot: the crystal at 6000 K, Langevin, 0.5 fs, failure on a temperature drift or a lasting close contact; "
+    "legato: Allegro-Legato's protocol, the liquid at 200 K with deuterium masses, Nose-Hoover NVT, 2.5 fs, "
+    "failure once the temperature leaves [100, 300] K (checked every 10 steps), 10 runs per size"
+)
+
+
 @app.command()
 def failure(
     model: Optional[Path] = typer.Argument(None, help="model file (default: the shipped SAM model)"),
     output: Path = typer.Option(Path("results/failure"), "-o", "--output"),
-    sizes: str = typer.Option("1,2,4,8", help="supercell multipliers of the unit cell (--structure)"),
-    structure: Optional[Path] = typer.Option(None, "-s", "--structure", help=STRUCTURE_HELP),
-    seeds: int = typer.Option(6, help="trajectories per size"),
-    temperature: float = typer.Option(6000.0, help="K; far above melting to provoke failures within ps (the shipped models did not fail at 1500 K)"),
-    max_steps: int = typer.Option(6000, help="steps (0.5 fs) after which a trajectory counts as surviving (censored)"),
-    contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP),
+    protocol: FailureProtocol = typer.Option(FailureProtocol.hot, help=FAILURE_PROTOCOL_HELP),
+    sizes: Optional[str] = typer.Option(None, help="supercell multipliers of the unit cell (--structure); default: hot 1,2,4,8, legato 4,8,16,32 (128-1024 atoms)"),
+    structure: Optional[Path] = typer.Option(None, "-s", "--structure", help=STRUCTURE_HELP + "; --protocol legato: the 32-atom liquid box ipi_inputs/nh3_liquid_8.xyz"),
+    seeds: Optional[int] = typer.Option(None, help="trajectories per size (default: hot 6, legato 10)"),
+    temperature: Optional[float] = typer.Option(None, help="K (default: hot 6000, far above melting to provoke failures within ps; legato 200)"),
+    max_steps: Optional[int] = typer.Option(None, help="steps after which a trajectory counts as surviving (censored; default: hot 6000 of 0.5 fs, legato 4000 of 2.5 fs)"),
+    contact_checks: int = typer.Option(4, help=CONTACT_CHECKS_HELP + " (--protocol hot)"),
     workers: int = typer.Option(1, help=WORKERS_HELP),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
     progress: bool = typer.Option(True, help="show the progress bar"),
@@ -646,8 +661,10 @@ def failure(
 
     model_path = _model_or_default(model)
     out = output / model_path.name.split(".")[0]
+    if protocol != FailureProtocol.hot:
+        out = out.with_name(f"{out.name}_{protocol.value}")
     try:
-        results = failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure, device)
+        results = failure_study(model_path, out, sizes, seeds, temperature, max_steps, contact_checks, workers, progress, structure, device, protocol.value)
     except ValueError as exc:  # ModelFileError too
         fail(str(exc))
     fit, lines = failure_summary(model_path.name, results)
@@ -659,20 +676,34 @@ def failure(
 def sharpness(
     model: Path = typer.Argument(..., help="model file"),
     data: Path = typer.Argument(..., help="labelled frames (e.g. a run's split/test.extxyz)"),
-    rho: float = typer.Option(0.05, help="radius of the weight-space ball"),
+    rho: float = typer.Option(0.05, help="radius of the weight-space ball (worst case)"),
     restarts: int = typer.Option(3),
     steps: int = typer.Option(10, help="gradient-ascent steps per restart"),
+    sigma: float = typer.Option(0.05, help="Gaussian weight noise per weight (average case, as Allegro-Legato's measure_sharpness.py)"),
+    samples: int = typer.Option(100, help="noise samples of the average case (0: leave it out)"),
+    loss_weights: Optional[str] = typer.Option(None, help="loss weights instead of the model's own, e.g. per_atom_energy=100,forces=10,wannier_disp=1000 (to compare models on one objective)"),
 ):
-    """Max loss increase within the rho-ball around the model's weights."""
-    from legato.analysis.sharpness import sharpness_of_file
+    """How sharp the model's training loss is around its weights: the largest increase
+    within the rho-ball (worst case, what SAM minimises) and the mean increase under
+    Gaussian weight noise (average case, Allegro-Legato's measure). The loss is the
+    model's own training objective (its config's loss weights, stored in the model file)."""
+    from legato.analysis.sharpness import parse_loss_weights, sharpness_of_file
 
-    require_positive(rho=rho)
+    require_positive(rho=rho, sigma=sigma)
     require_counts(restarts=restarts, steps=steps)
+    if samples < 0:
+        fail(f"--samples {samples}: give 0 (no average case) or more")
     try:
-        value = sharpness_of_file(model, data, rho, restarts, steps)
+        weights = parse_loss_weights(loss_weights) if loss_weights is not None else None
+        result = sharpness_of_file(model, data, rho, restarts, steps, weights, sigma if samples else None, samples)
     except ValueError as exc:  # ModelFileError, DatasetError too
         fail(str(exc))
-    typer.echo(f"sharpness(rho={rho}) = {value:.5g}")
+    source = "--loss-weights" if loss_weights is not None else "the model's training config"
+    typer.echo("loss weights (" + source + "): " + ", ".join(f"{k}={v:g}" for k, v in result["loss_weights"].items()))
+    typer.echo(f"worst case: max increase within |e| <= {rho:g}: {result['worst_case']:.5g}")
+    if "average_case" in result:
+        mean, error = result["average_case"]
+        typer.echo(f"average case: mean increase under noise sigma {sigma:g} ({samples} samples): {mean:.5g} +- {error:.2g}")
 
 
 @app.command()

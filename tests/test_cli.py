@@ -67,9 +67,13 @@ def test_version_names_the_package_and_its_engines(legato_in_process):
         (["demo", "-o", "no/such/demo", "--device", "mps"], "device 'mps': use cpu, cuda or cuda:N"),
         (["failure", "-o", "no/such/study", "--device", "tpu"], "device 'tpu': use cpu, cuda or cuda:N"),
         (["failure", "-o", "no/such/study", "--seeds", "0"], "--seeds 0: give at least 1"),
+        (["failure", "-o", "no/such/study", "--protocol", "cold"], "'cold' is not one of 'hot', 'legato'"),
         (["failure", "-o", "no/such/study", "--temperature", "-5"], "--temperature -5.0: give a positive value"),
         (["compare", "-o", "no/such/study", "--rho", "0"], "--rho 0.0: give a positive value"),
         (["sharpness", "models/sam.legato.pt", "data/nh3_dft_test.extxyz", "--rho", "-1"], "--rho -1.0: give a positive value"),
+        (["sharpness", "models/sam.legato.pt", "data/nh3_dft_test.extxyz", "--sigma", "0"], "--sigma 0.0: give a positive value"),
+        (["sharpness", "models/sam.legato.pt", "data/nh3_dft_test.extxyz", "--loss-weights", "forces=ten"], "'forces=ten' is not NAME=NUMBER"),
+        (["sharpness", "models/sam.legato.pt", "data/nh3_dft_test.extxyz", "--loss-weights", "molecule_forces=1"], "have no sharpness estimate yet"),
         (["orientation", "--steps", "0"], "--steps 0: give at least 1"),
         (["demo", "-o", "no/such/demo", "--temperature", "0"], "--temperature 0.0: give a positive value"),
         (["demo", "-o", "no/such/demo", "--no-fast-path", "--fast-model", "models/fast.legato.pt"], "--fast-model goes with the fast path"),
@@ -323,6 +327,25 @@ def test_failure_study_runs_supercells_of_a_given_structure(tmp_path, trained_mo
     molecule.write_text("4\n\nN 0 0 0\nH 1 0 0\nH 0 1 0\nH 0 0 1\n")
     no_cell = legato_in_process(*args[:3], tmp_path / "m", *args[4:], "--structure", molecule)
     assert no_cell.returncode != 0 and "give a periodic structure with a 3D cell" in no_cell.stderr
+
+
+def test_failure_study_on_allegro_legatos_protocol(tmp_path, trained_model_file, legato_in_process):
+    """--protocol legato: its own folder and record (200 K, 2.5 fs, Nose-Hoover, deuterium),
+    the liquid box by default; it does not extend a study of the other protocol."""
+    import json
+
+    args = ["failure", trained_model_file, "-o", tmp_path, "--protocol", "legato", "--sizes", "1", "--seeds", "1", "--max-steps", "20", "--no-progress"]
+    result = legato_in_process(*args)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / (Path(trained_model_file).name.split(".")[0] + "_legato")
+    record = json.loads((out / "study.json").read_text())
+    assert (record["protocol"], record["temperature"], record["timestep_fs"], record["thermostat"], record["hydrogen_mass"]) == ("legato", 200.0, 2.5, "nose-hoover", 2.014)
+    assert (record["max_temperature_deviation"], record["fluctuation_sigmas"], record["min_distance"]) == (100.0, 0.0, 0.0)
+    assert [json.loads(line)["n_atoms"] for line in (out / "trajectories.jsonl").read_text().splitlines()] == [32]  # the liquid box
+    hot_record = dict(record, protocol="hot")
+    (out / "study.json").write_text(json.dumps(hot_record))
+    mixed = legato_in_process(*args)
+    assert mixed.returncode != 0 and "other settings" in mixed.stderr and "protocol" in mixed.stderr
 
 
 @pytest.mark.slow  # three studies, one in worker processes, ~30 s

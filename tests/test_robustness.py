@@ -72,6 +72,48 @@ def test_stable_harmonic_md_survives_and_a_repulsive_blow_up_fails():
     assert blown.failed and blown.steps < 2000
 
 
+def test_the_legato_protocol_runs_deuterium_with_nose_hoover_and_fails_outside_100_to_300_k():
+    """Allegro-Legato's preset: H weighs 2.014 u, 2.5 fs steps, Nose-Hoover NVT at 200 K,
+    a failure at the first check (every 10 steps) with T outside [100, 300] K after 1 ps."""
+    from ase.calculators.calculator import Calculator, all_changes
+
+    from legato.analysis.failure_study import PROTOCOLS
+    from legato.analysis.robustness import temperature_tolerance
+
+    preset = PROTOCOLS["legato"]
+    criteria = FailureCriteria(temperature=preset.temperature, **preset.criteria)
+    assert preset.temperature == 200.0 and temperature_tolerance(criteria, 32) == 100.0  # a fixed band, also for 32 atoms
+    assert check_failure([299.0], [0.1], True, criteria, n_atoms=32) is None  # no contact criterion
+    assert "temperature" in check_failure([301.0], [1.0], True, criteria, n_atoms=32)
+    assert "temperature" in check_failure([99.0], [1.0], True, criteria, n_atoms=32)
+
+    masses = []
+
+    class Heating(Calculator):  # an inverted well: runaway heating
+        implemented_properties = ["energy", "forces"]
+
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            masses.append(self.atoms.get_masses().copy())
+            d = self.atoms.positions - self.atoms.positions.mean(axis=0)
+            self.results = {"energy": -0.5 * (d**2).sum(), "forces": 1.0 * d}
+
+    atoms = ammonia_phase_i()
+    blown = run_trajectory(atoms, Heating(), criteria, max_steps=5000, seed=1, dynamics=preset.dynamics)
+    assert blown.failed and blown.steps % 10 == 0  # its thermostat overflows (non-finite) as the atoms fly apart
+    hydrogen = atoms.numbers == 1
+    assert np.allclose(masses[-1][hydrogen], 2.014) and np.allclose(masses[-1][~hydrogen], atoms.get_masses()[~hydrogen])
+    assert np.allclose(atoms.get_masses()[hydrogen], 1.008, atol=1e-3)  # the caller's atoms keep theirs
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    # a solid the thermostat can equilibrate (a Nose-Hoover chain does not, on independent
+    # harmonic springs): 108 Cu atoms, instantaneous T within +-16 K (1 sigma) at 200 K
+    copper = bulk("Cu", cubic=True).repeat((3, 3, 3))
+    stable = run_trajectory(copper, EMT(), criteria, max_steps=600, seed=1, dynamics=preset.dynamics)
+    assert not stable.failed and stable.steps == 600
+
+
 def test_beta_fit_recovers_a_known_exponent():
     rng = np.random.default_rng(1)
     beta_true, a_true = 0.8, 2.0e5
@@ -153,6 +195,49 @@ def test_sharpness_of_a_force_model_is_positive_and_restores_weights(trained_mod
     assert 0 < small < large
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
+
+
+def test_average_sharpness_of_a_quadratic_is_half_sigma_squared_trace():
+    """E[L(w + sigma z)] - L(w) = sigma^2 tr(H) / 2 for L = w.H.w / 2 at its minimum."""
+    from legato.analysis.sharpness import average_sharpness
+
+    h = torch.diag(torch.tensor([4.0, 1.0, 0.25], dtype=torch.float64))
+    w = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    sigma = 0.1
+    mean, error = average_sharpness(lambda: 0.5 * w @ h @ w, [w], sigma, samples=4000)
+    expected = 0.5 * sigma**2 * float(torch.trace(h))
+    assert abs(mean - expected) < 3 * error and error < 0.05 * expected
+    assert torch.equal(w.detach(), torch.zeros(3, dtype=torch.float64))  # restored
+
+
+def test_sharpness_uses_the_loss_the_model_was_trained_on(trained_model_file, synthetic_dataset, tmp_path):
+    """The loss weights come from the model file (`legato train` stores its config's); other
+    weights give another value, and a file without them is refused in one line."""
+    import ase.io
+
+    from legato.analysis.sharpness import average_sharpness, frames_to_batch, model_loss, sharpness_of_file
+    from legato.modelfile import load_model, read_model_file, save_model_file
+
+    meta = read_model_file(trained_model_file)["metadata"]
+    assert meta["loss_weights"] == {"per_atom_energy": 1.0, "forces": 10.0, "wannier_disp": 100.0}  # tiny_train_config's
+    data = tmp_path / "frames.extxyz"
+    ase.io.write(data, ase.io.read(synthetic_dataset, ":4"))
+    result = sharpness_of_file(trained_model_file, data, 0.05, restarts=1, steps=2, samples=5)
+    assert result["loss_weights"] == meta["loss_weights"]
+    net, _ = load_model(trained_model_file)
+    net.train()
+    loss = model_loss(net, frames_to_batch(ase.io.read(data, ":"), meta["type_names"], meta["r_max"]), meta["loss_weights"])
+    params = [p for p in net.parameters() if p.requires_grad]
+    assert result["average_case"] == pytest.approx(average_sharpness(loss, params, 0.05, samples=5), rel=1e-9)
+    energy_only = sharpness_of_file(trained_model_file, data, 0.05, restarts=1, steps=2, samples=5, loss_weights={"per_atom_energy": 1.0})
+    assert energy_only["loss_weights"] == {"per_atom_energy": 1.0, "forces": 0.0, "wannier_disp": 0.0}
+    assert energy_only["average_case"][0] != pytest.approx(result["average_case"][0], rel=1e-3)
+    content = read_model_file(trained_model_file)
+    old = {k: v for k, v in content["metadata"].items() if k not in ("loss_weights", "versions", "created")}
+    net, _ = load_model(trained_model_file)
+    old_file = save_model_file(tmp_path / "old.legato.pt", net, content["model_config"], old)
+    with pytest.raises(ValueError, match="records no training loss weights.*--loss-weights per_atom_energy="):
+        sharpness_of_file(old_file, data, 0.05, restarts=1, steps=1, samples=1)
 
 
 class _NoForces(Calculator):

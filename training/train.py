@@ -360,6 +360,7 @@ def export(cfg: DictConfig, module, paths: dict, model_config: dict, frames, typ
         "wannier_count": per_species_table(frames, fields.WANNIER_COUNT),
         "epochs": epochs,
         "n_frames": {name: len(split) for name, split in split_frames.items()},
+        "loss_weights": {name: float(weight) for name, weight in cfg.loss.items()},  # the objective it was trained on (`legato sharpness`)
     }
     model_config["_target_"] = "legato.model.AllegroWannierModel"
     model_config.pop("compile_mode", None)  # how the run trained, not the model: model files run eager
