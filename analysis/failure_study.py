@@ -8,7 +8,7 @@ settings, and a study resumes only with the same ones. Statistics and the figure
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from legato.modelfile import read_model_file
 from legato.potential import LegatoCalculator, torch_device
 
 from .robustness import (
+    Dynamics,
     FailureCriteria,
     append_result,
     bootstrap_beta,
@@ -31,7 +32,41 @@ from .robustness import (
 )
 
 #: supercells of the unit cell, by the number of cells they hold
-SUPERCELLS = {1: (1, 1, 1), 2: (2, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2), 16: (4, 2, 2), 27: (3, 3, 3)}
+SUPERCELLS = {1: (1, 1, 1), 2: (2, 1, 1), 4: (2, 2, 1), 8: (2, 2, 2), 16: (4, 2, 2), 27: (3, 3, 3), 32: (4, 4, 2)}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A failure study's preset: the defaults of `legato failure --protocol NAME`."""
+
+    temperature: float  # K
+    max_steps: int
+    seeds: int
+    sizes: str  # cell multipliers
+    dynamics: Dynamics = field(default_factory=Dynamics)
+    criteria: dict = field(default_factory=dict)  # FailureCriteria fields besides temperature
+    structure: str | None = None  # the default cell: a file of ipi_inputs/, None: ammonia phase I
+
+
+PROTOCOLS = {
+    # the project's own: the phase-I crystal far above melting, so that failures come within ps
+    "hot": Protocol(temperature=6000.0, max_steps=6000, seeds=6, sizes="1,2,4,8"),
+    # Allegro-Legato's (Ibayashi et al. 2023, measure_t_failure.py with LAMMPS fix nvt): the
+    # liquid at 200 K with deuterium masses, Nose-Hoover NVT (damping 100 steps), 2.5 fs steps,
+    # a failure once the temperature (every 10 steps) leaves [100, 300] K; 10 runs per size.
+    # Its runs started from an equilibrated liquid; ours start from a box with velocities
+    # drawn at 200 K, which share their energy with the potential within the first ~0.1 ps
+    # (T falls towards 100 K; a random-start box heats to ~700 K first), so the temperature is
+    # judged after 1 ps (400 steps) of the thermostat. Sizes from 128 atoms (4 x the 32-atom
+    # box): the fixed band is 3.5 sigma of the instantaneous temperature of 32 atoms at 200 K,
+    # which equilibrium fluctuations leave about once in 2000 checks
+    "legato": Protocol(
+        temperature=200.0, max_steps=4000, seeds=10, sizes="4,8,16,32",
+        dynamics=Dynamics(timestep_fs=2.5, thermostat="nose-hoover", tdamp_fs=250.0, check_every=10, hydrogen_mass=2.014),
+        criteria={"max_temperature_deviation": 100.0, "window": 1, "grace_steps": 400, "fluctuation_sigmas": 0.0, "min_distance": 0.0},
+        structure="nh3_liquid_8.xyz",
+    ),
+}
 
 
 def unit_cell(structure=None):
@@ -60,24 +95,38 @@ def parse_sizes(sizes) -> list[int]:
 def failure_study(
     model,
     out,
-    sizes="1,2,4,8",
-    seeds: int = 6,
-    temperature: float = 6000.0,
-    max_steps: int = 6000,
+    sizes=None,
+    seeds: int | None = None,
+    temperature: float | None = None,
+    max_steps: int | None = None,
     contact_checks: int = 4,
     workers: int = 1,
     progress: bool = True,
     structure=None,
     device: str = "cpu",
+    protocol: str = "hot",
 ):
     """Run (or resume) the failure trajectories of the model file ``model`` on supercells
     (``sizes``, cell multipliers) of ``structure`` in ``out``; returns all results there.
+    ``protocol`` (:data:`PROTOCOLS`) sets the dynamics, the failure criteria and the
+    defaults of the arguments left None.
 
     ValueError (one line, naming the option) for settings that cannot run, a study in
     ``out`` with other settings, or a structure without a cell; ModelFileError for a bad model.
     """
     from tqdm import tqdm
 
+    from legato.shipped import TEMPLATES
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol {protocol}: use one of {', '.join(PROTOCOLS)}")
+    preset = PROTOCOLS[protocol]
+    sizes = preset.sizes if sizes is None else sizes
+    seeds = preset.seeds if seeds is None else seeds
+    temperature = preset.temperature if temperature is None else temperature
+    max_steps = preset.max_steps if max_steps is None else max_steps
+    if structure is None and preset.structure is not None:
+        structure = TEMPLATES / preset.structure
     model = Path(model)
     multipliers = parse_sizes(sizes)
     for name, value in (("seeds", seeds), ("max-steps", max_steps)):
@@ -92,8 +141,12 @@ def failure_study(
     torch_device(device)
     read_model_file(model)  # an unreadable model: one-line error before the study folder is made
     unit = unit_cell(structure)
-    criteria = FailureCriteria(temperature=temperature, contact_checks=contact_checks)
+    criteria = FailureCriteria(temperature=temperature, contact_checks=contact_checks, **preset.criteria)
     study = {"model_sha256": file_sha256(model), "max_steps": max_steps, **asdict(criteria)}
+    if protocol == "hot":  # studies recorded before protocols existed resume
+        study.pop("fluctuation_sigmas")
+    else:
+        study.update(protocol=protocol, **asdict(preset.dynamics))
     if structure is not None:  # studies of the default cell keep the record they had
         study["structure_sha256"] = file_sha256(structure)
     out = Path(out)
@@ -102,7 +155,7 @@ def failure_study(
     done = {(r.n_atoms, r.seed) for r in load_results(results_file)}
     todo = [(k, 1000 * k + seed) for k in multipliers for seed in range(seeds) if (len(unit) * k, 1000 * k + seed) not in done]
     jobs = [(order_by_species(unit.repeat(SUPERCELLS[k])), seed) for k, seed in todo]
-    finished = run_trajectories(jobs, partial(LegatoCalculator, model_file=str(model), device=device), criteria, max_steps, workers)
+    finished = run_trajectories(jobs, partial(LegatoCalculator, model_file=str(model), device=device), criteria, max_steps, workers, preset.dynamics)
     for result in tqdm(finished, total=len(jobs), desc=f"failure {model.name}", unit="traj", disable=not progress):
         append_result(results_file, result)
     return load_results(results_file)

@@ -38,6 +38,24 @@ class FailureCriteria:
     contact_checks: int = 4  # consecutive checks (check_every steps apart) below min_distance
     window: int = 20  # checks in the running temperature average
     grace_steps: int = 300  # the thermostat equilibrates the start before T is judged
+    #: the temperature band widens to this many standard deviations of the instantaneous
+    #: temperature of N atoms where that is wider (0: the fixed band only)
+    fluctuation_sigmas: float = 4.0
+
+
+@dataclass
+class Dynamics:
+    """How a failure trajectory moves: ``thermostat`` ``langevin`` (``friction`` 1/fs) or
+    ``nose-hoover`` (a Nose-Hoover chain of damping time ``tdamp_fs``), ``timestep_fs``,
+    checked every ``check_every`` steps; ``hydrogen_mass`` (u) replaces H's where set
+    (2.014: deuterium)."""
+
+    timestep_fs: float = 0.5
+    thermostat: str = "langevin"
+    friction: float = 0.01  # 1/fs
+    tdamp_fs: float = 100.0
+    check_every: int = 5
+    hydrogen_mass: float | None = None
 
 
 @dataclass
@@ -51,7 +69,7 @@ class TrajectoryResult:
 
 def temperature_tolerance(criteria: FailureCriteria, n_atoms: int) -> float:
     """Allowed |<T> - T_target| (K): the fixed limit or 4 sigma of the instantaneous T."""
-    return max(criteria.max_temperature_deviation, 4 * criteria.temperature * np.sqrt(2 / (3 * n_atoms)))
+    return max(criteria.max_temperature_deviation, criteria.fluctuation_sigmas * criteria.temperature * np.sqrt(2 / (3 * n_atoms)))
 
 
 def check_failure(temperatures, distances, finite: bool, criteria: FailureCriteria, judge_temperature: bool = True, n_atoms: int = 10**6) -> str | None:
@@ -83,10 +101,33 @@ def langevin(atoms, calculator, temperature: float, seed: int, timestep_fs: floa
     return Langevin(atoms, timestep_fs * u.fs, temperature_K=temperature, friction=friction / u.fs, rng=rng, fixcm=False)
 
 
-def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int, seed: int, timestep_fs: float = 0.5, friction: float = 0.01, check_every: int = 5) -> TrajectoryResult:
-    """Langevin MD (ASE) from ``atoms`` until failure or ``max_steps``."""
-    dyn = langevin(atoms, calculator, criteria.temperature, seed, timestep_fs, friction)
-    atoms = dyn.atoms
+def nose_hoover(atoms, calculator, temperature: float, seed: int, timestep_fs: float, tdamp_fs: float):
+    """ASE's Nose-Hoover chain NVT on a copy of ``atoms`` with Maxwell-Boltzmann velocities
+    at ``temperature`` K (as LAMMPS ``fix nvt`` in Allegro-Legato's failure runs)."""
+    from ase import units as u
+    from ase.md.nose_hoover_chain import NoseHooverChainNVT
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    return NoseHooverChainNVT(atoms, timestep_fs * u.fs, temperature_K=temperature, tdamp=tdamp_fs * u.fs)
+
+
+def run_trajectory(atoms, calculator, criteria: FailureCriteria, max_steps: int, seed: int, dynamics: Dynamics | None = None) -> TrajectoryResult:
+    """MD (ASE; ``dynamics``, default Langevin at 0.5 fs) from ``atoms`` until failure or ``max_steps``."""
+    d = dynamics or Dynamics()
+    if d.hydrogen_mass is not None:
+        atoms = atoms.copy()
+        atoms.set_masses([d.hydrogen_mass if z == 1 else m for z, m in zip(atoms.numbers, atoms.get_masses())])
+    if d.thermostat == "nose-hoover":
+        dyn = nose_hoover(atoms, calculator, criteria.temperature, seed, d.timestep_fs, d.tdamp_fs)
+    elif d.thermostat == "langevin":
+        dyn = langevin(atoms, calculator, criteria.temperature, seed, d.timestep_fs, d.friction)
+    else:
+        raise ValueError(f"thermostat '{d.thermostat}': use langevin or nose-hoover")
+    atoms, check_every = dyn.atoms, d.check_every
     temperatures, distances = [], []
     steps = 0
     n = len(atoms)
@@ -122,11 +163,11 @@ def _start_worker(make_calculator, threads: int) -> None:
 def _worker_trajectory(job) -> TrajectoryResult:
     if isinstance(_worker_calculator, Exception):
         raise _worker_calculator
-    atoms, seed, criteria, max_steps = job
-    return run_trajectory(atoms, _worker_calculator, criteria, max_steps, seed=seed)
+    atoms, seed, criteria, max_steps, dynamics = job
+    return run_trajectory(atoms, _worker_calculator, criteria, max_steps, seed=seed, dynamics=dynamics)
 
 
-def run_trajectories(jobs, make_calculator, criteria: FailureCriteria, max_steps: int, workers: int = 1):
+def run_trajectories(jobs, make_calculator, criteria: FailureCriteria, max_steps: int, workers: int = 1, dynamics: Dynamics | None = None):
     """Yield the result of each ``(atoms, seed)`` job as it finishes (completion order).
 
     ``make_calculator`` is a picklable zero-argument callable (e.g. ``functools.partial(
@@ -138,7 +179,7 @@ def run_trajectories(jobs, make_calculator, criteria: FailureCriteria, max_steps
     if workers == 1:
         calculator = make_calculator()
         for atoms, seed in jobs:
-            yield run_trajectory(atoms, calculator, criteria, max_steps, seed=seed)
+            yield run_trajectory(atoms, calculator, criteria, max_steps, seed=seed, dynamics=dynamics)
         return
     import multiprocessing
 
@@ -147,7 +188,7 @@ def run_trajectories(jobs, make_calculator, criteria: FailureCriteria, max_steps
     threads = max(1, torch.get_num_threads() // workers)
     context = multiprocessing.get_context("spawn")  # forking a process that has run torch can deadlock
     with context.Pool(workers, initializer=_start_worker, initargs=(make_calculator, threads)) as pool:  # exit = terminate
-        yield from pool.imap_unordered(_worker_trajectory, [(atoms, seed, criteria, max_steps) for atoms, seed in jobs])
+        yield from pool.imap_unordered(_worker_trajectory, [(atoms, seed, criteria, max_steps, dynamics) for atoms, seed in jobs])
 
 
 def load_results(path) -> list[TrajectoryResult]:
