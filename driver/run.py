@@ -2,7 +2,8 @@
 
 The run directory holds i-PI's input (``input.xml``, written from a template
 with the requested parameters), the structure, all outputs and i-PI's
-``RESTART``. Running again in the same directory resumes from ``RESTART``.
+``RESTART``. Running again in the same directory resumes from ``RESTART``, or after a
+hard kill (no ``RESTART``) from i-PI's last periodic checkpoint (:func:`recover_checkpoint`).
 i-PI and any extra driver processes die with this process (PR_SET_PDEATHSIG),
 so a killed run leaves no orphans; the socket name is derived from the run
 directory, so parallel runs do not collide.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -293,6 +295,8 @@ def run_simulation(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     restart = run_dir / "RESTART"
+    if recover_checkpoint(run_dir):
+        print(f"{run_dir}: no RESTART (a hard kill?): resuming from i-PI's last periodic checkpoint", file=sys.stderr)
     host, connect_host = "localhost", "localhost"
     if listen is not None:
         host, inet_port = parse_address(listen)
@@ -466,6 +470,66 @@ def parse_address(address: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--listen {address}: give HOST:PORT, e.g. 0.0.0.0:31415 (all interfaces) or a node's name and a free port")
     return host, int(port)
+
+
+_STEP = re.compile(r"Step:\s*(\d+)")
+
+
+def _cut_after(path: Path, step: int) -> None:
+    """Drop the records of an i-PI output file written after ``step``: xyz frames and extras
+    (by the ``Step:`` of their headers), properties rows (by their first column, the step);
+    a frame cut short by the kill goes too. Files of other kinds stay as they are."""
+    lines = path.read_text().splitlines(keepends=True)
+    if not lines:
+        return
+    first = lines[0].strip()
+    if first.isdigit():  # xyz: atom count, comment with the step, atoms
+        kept, i = [], 0
+        while i < len(lines) and lines[i].strip().isdigit():
+            frame = lines[i : i + int(lines[i]) + 2]
+            match = _STEP.search(frame[1]) if len(frame) > 1 else None
+            if match is None or len(frame) < int(lines[i]) + 2 or int(match.group(1)) > step:
+                break
+            kept += frame
+            i += len(frame)
+    elif first.startswith("#") and _STEP.search(first):  # extras: a "#EXTRAS(...)# Step: N" header per record
+        kept, keep = [], True
+        for line in lines:
+            match = _STEP.search(line) if line.lstrip().startswith("#") else None
+            if match:
+                keep = int(match.group(1)) <= step
+            if keep:
+                kept.append(line)
+    elif first.startswith("#"):  # properties: column comments, then one row per output step
+        kept = [line for line in lines if line.startswith("#") or not line.strip() or int(float(line.split()[0])) <= step]
+    else:
+        return
+    path.write_text("".join(kept))
+
+
+def recover_checkpoint(run_dir: Path) -> bool:
+    """After a hard kill (no RESTART, which i-PI writes when it stops cleanly): resume from
+    i-PI's last periodic checkpoint (``<checkpoint stride=...>``, e.g. ``simulation.restart``).
+    Every output record past its step is cut, since i-PI appends from there, and the
+    checkpoint becomes RESTART. Returns whether it did."""
+    run_dir = Path(run_dir)
+    xml = run_dir / "input.xml"
+    if (run_dir / "RESTART").exists() or not xml.exists():
+        return False
+    output = ET.parse(xml).getroot().find("output")
+    element = output.find("checkpoint") if output is not None else None
+    if element is None:
+        return False
+    prefix = output.get("prefix", "i-pi").strip()
+    checkpoint = run_dir / f"{prefix}.{element.get('filename', 'restart').strip()}"
+    if not checkpoint.exists():
+        return False
+    step = int(ET.parse(checkpoint).getroot().find("step").text)
+    for path in run_dir.glob(f"{prefix}.*"):
+        if path != checkpoint and path.is_file():
+            _cut_after(path, step)
+    shutil.copy(checkpoint, run_dir / "RESTART")
+    return True
 
 
 def is_finished(run_dir: Path) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ase import units as ase_units
 
-from legato.fileio import bead_files, read_extras, read_properties, read_xyz
+from legato.fileio import bead_files, read_extras, read_properties, read_structures, read_xyz
 from legato.driver.checks import InputError, check_frame
 from legato.driver.run import RunSettings, run_simulation, steps_in, write_input
 from legato.driver.pes import LegatoDriver
@@ -83,6 +83,41 @@ def test_pimd_harmonic_oscillator_gives_the_quantum_kinetic_energy(tmp_path):
     err = block_error(ke)
     assert abs(ke.mean() - exact_p) < 3 * err + 0.005 * exact_p, (ke.mean(), exact_p, err)
     assert ke.mean() > 1.5 * 0.5 * kT  # clearly not the classical result
+
+
+def test_a_hard_killed_run_resumes_from_the_periodic_checkpoint_as_if_never_stopped(tmp_path):
+    """No RESTART (SIGKILL, a machine that went away): the run goes on from i-PI's last
+    periodic checkpoint, with the outputs written after it cut, and ends with the same
+    trajectory, properties and dipoles as the run that was never stopped."""
+    import shutil
+
+    from legato.driver.run import recover_checkpoint
+
+    template = tmp_path / "pimd.xml"
+    template.write_text((TEMPLATES / "nh3_solid_pimd_nvt.xml").read_text().replace("<checkpoint stride='200'/>", "<checkpoint stride='20'/>"))
+    (tmp_path / "nh3_phase_i.xyz").write_text((TEMPLATES / "nh3_phase_i.xyz").read_text())
+    settings = RunSettings(nbeads=2, temperature=150, total_steps=30, stride=2, seed=5)
+    drivers = lambda structure: LegatoDriver(potential=HarmonicPotential(1.0), symbols=read_structures(structure)[0].get_chemical_symbols())  # noqa: E731
+    run = tmp_path / "run"
+    run_simulation(template, run, drivers, settings, progress=False)
+    names = ["simulation.out", "simulation.pos_0.xyz", "simulation.pos_1.xyz", "simulation.dip_0"]
+    names = [n for n in names if (run / n).exists()]
+    assert "simulation.out" in names and "simulation.pos_0.xyz" in names
+    whole = {n: (run / n).read_text() for n in names}
+    (run / "RESTART").unlink()  # as a hard kill at step 30 leaves it: the checkpoint of step 20, outputs to 30
+    with open(run / "simulation.pos_0.xyz", "a") as f:
+        f.write("16\n# CELL(abcABC): 5 5 5 90 90 90 Step: 32 Bead: 0\nN 0 0")  # a frame the kill cut short
+    killed = tmp_path / "killed"
+    shutil.copytree(run, killed)
+    assert recover_checkpoint(killed) and (killed / "RESTART").exists()
+    assert steps_in(killed / "simulation.out")[-1] == 20
+    out = run / "simulation.out"
+    out.write_text("# written before the kill\n" + out.read_text())  # kept by a resume, gone if the run started over
+    run_simulation(template, run, drivers, settings, progress=False)
+    assert out.read_text().startswith("# written before the kill\n")
+    out.write_text(out.read_text().removeprefix("# written before the kill\n"))
+    for n in names:
+        assert (run / n).read_text() == whole[n], n
 
 
 def test_nve_conserves_energy_with_second_order_error(tmp_path, trained_model_file):
