@@ -296,7 +296,7 @@ def run_simulation(
     run_dir.mkdir(parents=True, exist_ok=True)
     restart = run_dir / "RESTART"
     if recover_checkpoint(run_dir):
-        print(f"{run_dir}: no RESTART (a hard kill?): resuming from i-PI's last periodic checkpoint", file=sys.stderr)
+        print(f"{run_dir}: no RESTART, or an older one (a hard kill?): resuming from i-PI's last periodic checkpoint", file=sys.stderr)
     host, connect_host = "localhost", "localhost"
     if listen is not None:
         host, inet_port = parse_address(listen)
@@ -508,27 +508,30 @@ def _cut_after(path: Path, step: int) -> None:
 
 
 def recover_checkpoint(run_dir: Path) -> bool:
-    """After a hard kill (no RESTART, which i-PI writes when it stops cleanly): resume from
-    i-PI's last periodic checkpoint (``<checkpoint stride=...>``, e.g. ``simulation.restart``).
-    Every output record past its step is cut, since i-PI appends from there, and the
-    checkpoint becomes RESTART. Returns whether it did."""
+    """Make ``RESTART`` the latest state a killed run left: i-PI writes RESTART when it stops
+    cleanly, and a periodic checkpoint (``<checkpoint stride=...>``, e.g. ``simulation.restart``)
+    as it runs, so after a hard kill RESTART is missing, or stale where the run had itself
+    resumed from one. The later of the two becomes RESTART, and every output record past
+    its step is cut, since i-PI appends from there. Returns whether the checkpoint was taken."""
     run_dir = Path(run_dir)
-    xml = run_dir / "input.xml"
-    if (run_dir / "RESTART").exists() or not xml.exists():
+    restart, xml = run_dir / "RESTART", run_dir / "input.xml"
+    if not xml.exists():
         return False
     output = ET.parse(xml).getroot().find("output")
+    prefix = output.get("prefix", "i-pi").strip() if output is not None else "i-pi"
     element = output.find("checkpoint") if output is not None else None
-    if element is None:
+    checkpoint = run_dir / f"{prefix}.{element.get('filename', 'restart').strip()}" if element is not None else None
+    states = [path for path in (restart, checkpoint) if path is not None and path.exists()]
+    if not states:
         return False
-    prefix = output.get("prefix", "i-pi").strip()
-    checkpoint = run_dir / f"{prefix}.{element.get('filename', 'restart').strip()}"
-    if not checkpoint.exists():
-        return False
-    step = int(ET.parse(checkpoint).getroot().find("step").text)
+    step = {path: int(ET.parse(path).getroot().find("step").text) for path in states}
+    latest = max(states, key=lambda path: step[path])  # RESTART on a tie
     for path in run_dir.glob(f"{prefix}.*"):
         if path != checkpoint and path.is_file():
-            _cut_after(path, step)
-    shutil.copy(checkpoint, run_dir / "RESTART")
+            _cut_after(path, step[latest])
+    if latest == restart:
+        return False
+    shutil.copy(checkpoint, restart)
     return True
 
 

@@ -111,6 +111,10 @@ def test_a_hard_killed_run_resumes_from_the_periodic_checkpoint_as_if_never_stop
     shutil.copytree(run, killed)
     assert recover_checkpoint(killed) and (killed / "RESTART").exists()
     assert steps_in(killed / "simulation.out")[-1] == 20
+    stale = (killed / "simulation.restart").read_text().replace("<step>20</step>", "<step>10</step>")
+    assert stale != (killed / "simulation.restart").read_text()
+    (killed / "RESTART").write_text(stale)  # a run resumed from step 10 once, then killed past its checkpoint of step 20
+    assert recover_checkpoint(killed) and "<step>20</step>" in (killed / "RESTART").read_text()
     out = run / "simulation.out"
     out.write_text("# written before the kill\n" + out.read_text())  # kept by a resume, gone if the run started over
     run_simulation(template, run, drivers, settings, progress=False)
