@@ -488,6 +488,8 @@ def _cut_after(path: Path, step: int) -> None:
         while i < len(lines) and lines[i].strip().isdigit():
             frame = lines[i : i + int(lines[i]) + 2]
             match = _STEP.search(frame[1]) if len(frame) > 1 else None
+            if match is None and i == 0:
+                return  # xyz without i-PI's step in its comments: not ours to cut
             if match is None or len(frame) < int(lines[i]) + 2 or int(match.group(1)) > step:
                 break
             kept += frame
@@ -500,7 +502,8 @@ def _cut_after(path: Path, step: int) -> None:
                 keep = int(match.group(1)) <= step
             if keep:
                 kept.append(line)
-    elif first.startswith("#"):  # properties: column comments, then one row per output step
+    elif first.startswith("#") and any(re.match(r"#\s*column\s+1\s+-->\s*step\b", line) for line in lines if line.startswith("#")):
+        # properties with the step first: column comments, then one row per output step
         kept = [line for line in lines if line.startswith("#") or not line.strip() or int(float(line.split()[0])) <= step]
     else:
         return

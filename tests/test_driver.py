@@ -109,8 +109,11 @@ def test_a_hard_killed_run_resumes_from_the_periodic_checkpoint_as_if_never_stop
         f.write("16\n# CELL(abcABC): 5 5 5 90 90 90 Step: 32 Bead: 0\nN 0 0")  # a frame the kill cut short
     killed = tmp_path / "killed"
     shutil.copytree(run, killed)
+    other = killed / "simulation.temperatures"  # properties without the step first are left as they are
+    other.write_text("# column   1     --> temperature{kelvin} : ...\n  1.5e+02\n")
     assert recover_checkpoint(killed) and (killed / "RESTART").exists()
     assert steps_in(killed / "simulation.out")[-1] == 20
+    assert other.read_text().endswith("1.5e+02\n")
     stale = (killed / "simulation.restart").read_text().replace("<step>20</step>", "<step>10</step>")
     assert stale != (killed / "simulation.restart").read_text()
     (killed / "RESTART").write_text(stale)  # a run resumed from step 10 once, then killed past its checkpoint of step 20
