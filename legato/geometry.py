@@ -80,6 +80,34 @@ def molecules_of(atoms: ase.Atoms) -> list[np.ndarray]:
 WHOLE_MOLECULE_BOND_FACTOR = 1.3
 
 
+def _bond_forest(numbers, positions, cell, pbc):
+    """Covalent bonds (natural cutoffs x :data:`WHOLE_MOLECULE_BOND_FACTOR`, ASE's neighbour
+    list, minimum image) as a breadth-first forest from each molecule's first atom.
+
+    Returns ``edges``, (parent, child, depth) in breadth-first order (a parent before its
+    children), the bond ``vectors`` (A) by (i, j), and the per-atom ``cutoffs`` (A).
+    """
+    from ase.neighborlist import neighbor_list
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order, connected_components
+
+    atoms = ase.Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+    cutoffs = np.asarray(natural_cutoffs(atoms, mult=WHOLE_MOLECULE_BOND_FACTOR))
+    first, second, vectors = neighbor_list("ijD", atoms, cutoffs)
+    n = len(atoms)
+    graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(n, n)).tocsr()
+    _, label = connected_components(graph, directed=False)
+    edges = []
+    for root in np.unique(label, return_index=True)[1]:
+        order, parent = breadth_first_order(graph, root, directed=False, return_predecessors=True)
+        depth = {int(root): 0}
+        for atom in order[1:]:
+            depth[int(atom)] = depth[int(parent[atom])] + 1
+            edges.append((int(parent[atom]), int(atom), depth[int(atom)]))
+    bonds = {(i, j): d for i, j, d in zip(first.tolist(), second.tolist(), vectors)}
+    return edges, bonds, cutoffs
+
+
 def whole_molecules(numbers, positions, cell, pbc=True) -> np.ndarray:
     """``positions`` (N, 3) A with every covalently bonded molecule made whole.
 
@@ -89,22 +117,11 @@ def whole_molecules(numbers, positions, cell, pbc=True) -> np.ndarray:
     its dipole, so the cell dipole of whole molecules is continuous in time however
     the positions were wrapped (i-PI's ``pbc='true'`` wraps them).
     """
-    from ase.neighborlist import neighbor_list
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import breadth_first_order, connected_components
-
     positions = np.asarray(positions, dtype=float)
-    atoms = ase.Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
-    first, second, vectors = neighbor_list("ijD", atoms, natural_cutoffs(atoms, mult=WHOLE_MOLECULE_BOND_FACTOR))
-    n = len(atoms)
-    graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(n, n)).tocsr()
-    bond = {(i, j): d for i, j, d in zip(first.tolist(), second.tolist(), vectors)}
+    edges, bonds, _ = _bond_forest(numbers, positions, cell, pbc)
     whole = positions.copy()
-    _, label = connected_components(graph, directed=False)
-    for root in np.unique(label, return_index=True)[1]:
-        order, parent = breadth_first_order(graph, root, directed=False, return_predecessors=True)
-        for atom in order[1:]:
-            whole[atom] = whole[parent[atom]] + bond[(int(parent[atom]), int(atom))]
+    for parent, child, _ in edges:
+        whole[child] = whole[parent] + bonds[(parent, child)]
     return whole
 
 
@@ -127,31 +144,13 @@ class WholeMolecules:
         self._key = None
 
     def _build(self, numbers, positions, cell, pbc) -> None:
-        from ase.neighborlist import neighbor_list
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import breadth_first_order, connected_components
-
-        atoms = ase.Atoms(numbers=numbers, positions=positions, cell=cell, pbc=pbc)
-        cutoffs = np.asarray(natural_cutoffs(atoms, mult=WHOLE_MOLECULE_BOND_FACTOR))
-        first, second = neighbor_list("ij", atoms, cutoffs)
-        n = len(atoms)
-        graph = coo_matrix((np.ones(len(first)), (first, second)), shape=(n, n)).tocsr()
-        _, label = connected_components(graph, directed=False)
-        levels = []  # (parents, children) per breadth-first depth
-        for root in np.unique(label, return_index=True)[1]:
-            order, parent = breadth_first_order(graph, root, directed=False, return_predecessors=True)
-            depth = {int(root): 0}
-            for atom in order[1:]:
-                d = depth[int(atom)] = depth[int(parent[atom])] + 1
-                while len(levels) < d:
-                    levels.append(([], []))
-                levels[d - 1][0].append(int(parent[atom]))
-                levels[d - 1][1].append(int(atom))
-        self._levels = [(np.array(p), np.array(c)) for p, c in levels]
-        self._parents = np.concatenate([p for p, _ in self._levels]) if levels else np.zeros(0, int)
-        self._children = np.concatenate([c for _, c in self._levels]) if levels else np.zeros(0, int)
+        edges, _, cutoffs = _bond_forest(numbers, positions, cell, pbc)
+        depths = max((depth for _, _, depth in edges), default=0)
+        # (parents, children) per breadth-first depth: a depth's images follow from the one above
+        self._levels = [tuple(np.array([e[k] for e in edges if e[2] == d], dtype=int) for k in (0, 1)) for d in range(1, depths + 1)]
+        self._parents = np.concatenate([p for p, _ in self._levels]) if edges else np.zeros(0, int)
+        self._children = np.concatenate([c for _, c in self._levels]) if edges else np.zeros(0, int)
         self._cutoff = cutoffs[self._parents] + cutoffs[self._children]
-        self._key = (tuple(int(z) for z in numbers), tuple(bool(p) for p in np.broadcast_to(pbc, 3)))
 
     def __call__(self, numbers, positions, cells, pbc=True) -> np.ndarray:
         """``positions`` (B, N, 3) A under ``cells`` (B, 3, 3) with every molecule made whole."""
@@ -161,6 +160,7 @@ class WholeMolecules:
         key = (tuple(int(z) for z in numbers), tuple(bool(p) for p in periodic))
         if self._key != key:
             self._build(numbers, positions[0], cells[0], periodic)
+            self._key = key
         whole = positions.copy()
         lattice = cells[:, periodic]  # (B, k, 3): the periodic vectors only (a slab's third may be zero)
         reciprocal = np.linalg.pinv(lattice)  # (B, 3, k)
