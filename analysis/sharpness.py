@@ -17,6 +17,7 @@ L is the model's own training loss: the weights of its training config's MSE ter
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 
@@ -54,12 +55,28 @@ def parse_loss_weights(text: str) -> dict:
     return weights
 
 
+@contextmanager
+def _weights_restored(params: list[torch.nn.Parameter]):
+    """Yields a copy of ``params``' values, and puts them back on exit (also after an error)."""
+    origin = [p.detach().clone() for p in params]
+    try:
+        yield origin
+    finally:
+        with torch.no_grad():
+            for p, o in zip(params, origin):
+                p.copy_(o)
+
+
 def sharpness(loss_fn, params: list[torch.nn.Parameter], rho: float, restarts: int = 3, steps: int = 10, seed: int = 0) -> float:
     """Max of ``loss_fn() - L(w)`` over perturbations of norm <= rho (weights restored after)."""
+    with _weights_restored(params) as origin:
+        return _ascent(loss_fn, params, origin, rho, restarts, steps, seed)
+
+
+def _ascent(loss_fn, params, origin, rho: float, restarts: int, steps: int, seed: int) -> float:
     gen = torch.Generator().manual_seed(seed)
     # losses are evaluated with autograd on: force models differentiate inside the loss
     base = float(loss_fn().detach())
-    origin = [p.detach().clone() for p in params]
     best = 0.0
     for _ in range(restarts):
         e = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
@@ -82,9 +99,6 @@ def sharpness(loss_fn, params: list[torch.nn.Parameter], rho: float, restarts: i
             for p, o, d in zip(params, origin, e):
                 p.copy_(o + d)
         best = max(best, float(loss_fn().detach()) - base)
-    with torch.no_grad():
-        for p, o in zip(params, origin):
-            p.copy_(o)
     return best
 
 
@@ -93,18 +107,13 @@ def average_sharpness(loss_fn, params: list[torch.nn.Parameter], sigma: float, s
     weight, over ``samples`` draws (weights restored after)."""
     gen = torch.Generator().manual_seed(seed)
     base = float(loss_fn().detach())
-    origin = [p.detach().clone() for p in params]
     increases = []
-    try:
+    with _weights_restored(params) as origin:
         for _ in range(samples):
             with torch.no_grad():
                 for p, o in zip(params, origin):
                     p.copy_(o + sigma * torch.randn(p.shape, generator=gen, dtype=p.dtype))
             increases.append(float(loss_fn().detach()) - base)
-    finally:
-        with torch.no_grad():
-            for p, o in zip(params, origin):
-                p.copy_(o)
     mean = sum(increases) / len(increases)
     spread = math.sqrt(sum((x - mean) ** 2 for x in increases) / max(1, len(increases) - 1))
     return mean, spread / math.sqrt(len(increases))
