@@ -507,7 +507,8 @@ def _cut_after(path: Path, step: int) -> None:
         kept = [line for line in lines if line.startswith("#") or not line.strip() or int(float(line.split()[0])) <= step]
     else:
         return
-    path.write_text("".join(kept))
+    if len(kept) < len(lines):  # a clean RESTART leaves nothing to cut: no rewrite of long outputs
+        path.write_text("".join(kept))
 
 
 def recover_checkpoint(run_dir: Path) -> bool:
