@@ -511,6 +511,12 @@ def _cut_after(path: Path, step: int) -> None:
         path.write_text("".join(kept))
 
 
+def _state_step(path) -> int:
+    """The step of an i-PI state file (RESTART or checkpoint); i-PI leaves ``<step>`` out at step 0."""
+    element = ET.parse(path).getroot().find("step")
+    return int(element.text) if element is not None else 0
+
+
 def recover_checkpoint(run_dir: Path) -> bool:
     """Make ``RESTART`` the latest state a killed run left: i-PI writes RESTART when it stops
     cleanly, and a periodic checkpoint (``<checkpoint stride=...>``, e.g. ``simulation.restart``)
@@ -528,7 +534,7 @@ def recover_checkpoint(run_dir: Path) -> bool:
     states = [path for path in (restart, checkpoint) if path is not None and path.exists()]
     if not states:
         return False
-    step = {path: int(ET.parse(path).getroot().find("step").text) for path in states}
+    step = {path: _state_step(path) for path in states}
     latest = max(states, key=lambda path: step[path])  # RESTART on a tie
     for path in run_dir.glob(f"{prefix}.*"):
         if path != checkpoint and path.is_file():

@@ -127,6 +127,23 @@ def test_a_hard_killed_run_resumes_from_the_periodic_checkpoint_as_if_never_stop
         assert (run / n).read_text() == whole[n], n
 
 
+def test_a_checkpoint_of_step_zero_is_older_than_a_later_restart(tmp_path):
+    """i-PI leaves <step> out of the state files it writes at step 0 (its first periodic
+    checkpoint): that is step 0, older than a RESTART written at a later clean stop."""
+    from legato.driver.run import recover_checkpoint
+
+    (tmp_path / "input.xml").write_text("<simulation><output prefix='simulation'><checkpoint stride='200'/></output></simulation>")
+    (tmp_path / "simulation.restart").write_text("<simulation><total_steps>40</total_steps></simulation>")
+    (tmp_path / "RESTART").write_text("<simulation><step>12</step><total_steps>40</total_steps></simulation>")
+    (tmp_path / "simulation.out").write_text("# column   1     --> step : ...\n 10 1.0\n 12 1.0\n")
+    assert not recover_checkpoint(tmp_path)
+    assert "<step>12</step>" in (tmp_path / "RESTART").read_text()
+    assert (tmp_path / "simulation.out").read_text().endswith(" 12 1.0\n")
+    (tmp_path / "RESTART").unlink()  # a hard kill before the first clean stop: back to step 0
+    assert recover_checkpoint(tmp_path) and "<step>" not in (tmp_path / "RESTART").read_text()
+    assert steps_in(tmp_path / "simulation.out").size == 0
+
+
 def test_nve_conserves_energy_with_second_order_error(tmp_path, trained_model_file):
     """Velocity Verlet on conservative forces: the conserved energy wanders by O(dt^2)."""
     spread = {}
