@@ -307,15 +307,54 @@ def evaluate(
             typer.echo(f"{value!s:>{width}} {reference:16.1f} {predicted:12.1f}")
 
 
-@app.command()
-def export(run_dir: Path = typer.Argument(..., help="a training output_dir (with config.yaml and checkpoints/)")):
-    """Write a run's model file from its best checkpoint (also for runs still training)."""
-    from legato.training.train import export_run
+class NequipTarget(str, Enum):
+    ase = "ase"
+    pair_allegro = "pair_allegro"
 
+
+@app.command()
+def export(
+    source: Path = typer.Argument(..., help="a training output_dir (with config.yaml and checkpoints/), or a model file with --nequip"),
+    nequip: Optional[Path] = typer.Option(None, "--nequip", help="also write the energy/forces model as nequip files into this folder: checkpoint, nequip-package .nequip.zip, nequip-compile .nequip.pt2 per --target"),
+    target: Optional[List[NequipTarget]] = typer.Option(None, "--target", help="nequip-compile AOT target(s) for --nequip (default: ase and pair_allegro)"),
+    compile: bool = typer.Option(True, "--compile/--no-compile", help="with --nequip: compile the .nequip.pt2 files (minutes each on a CPU); --no-compile stops at the package"),
+    device: str = typer.Option("cpu", help="with --nequip: the device the compiled files run on (compile on a machine that has it)"),
+    example: Optional[Path] = typer.Option(None, help="with --nequip: a frame of the model's system for nequip-compile to trace (default: a small generic frame of its species)"),
+):
+    """Write a run's model file from its best checkpoint (also for runs still training);
+    with --nequip, export a model file (or the run's) for nequip's ASE calculator and LAMMPS."""
+    from legato.modelfile import ModelFileError
+
+    if source.is_dir():
+        from legato.training.train import export_run
+
+        try:
+            model_file = export_run(source)
+        except (FileNotFoundError, ValueError) as exc:
+            fail(str(exc))
+        _print_model(model_file)
+    elif nequip is None:
+        fail(f"{source}: not a training output_dir; to export a model file for nequip give --nequip DIR")
+    else:
+        model_file = source
+    if nequip is None:
+        return
+    from legato.nequip_export import TARGETS, export_nequip
+
+    targets = [t.value for t in target] if target else list(TARGETS)
+    frame = None
+    if example is not None:
+        from legato.fileio import read_structures
+
+        try:
+            frame = read_structures(example)[0]
+        except (OSError, ValueError, IndexError) as exc:
+            fail(f"--example {example}: {exc}")
     try:
-        _print_model(export_run(run_dir))
-    except (FileNotFoundError, ValueError) as exc:
+        export_nequip(model_file, nequip, targets=targets if compile else [], device=device, example=frame, log=typer.echo)
+    except (ModelFileError, ValueError) as exc:
         fail(str(exc))
+    typer.echo("energies and forces only: dipoles (the Wannier head) stay with legato's model file")
 
 
 def _print_model(path: Path) -> None:
