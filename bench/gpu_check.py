@@ -6,7 +6,10 @@ Prints, each as DEVICE / CPU speed-up with both times:
 1. model calls of the shipped SAM model: 32 beads x 16 atoms (all beads in one call, as the
    driver does on a GPU) and one 1,024-atom cell;
 2. a SAM training step (8 frames of 16 atoms, sam.yaml architecture);
-3. `legato run` PIMD steps per second (32 beads, 16 atoms) with ``--device DEVICE``.
+3. `legato run` PIMD steps per second (32 beads, 16 atoms) with ``--device DEVICE``;
+4. with ``--export``: the cheap model exported and AOT-compiled for DEVICE (``legato export
+   --nequip --device``, minutes per device), its energy and forces checked against legato's
+   on 128 atoms (1e-5 relative, else exit 1), and nequip's calculator's call time.
 Made so that the first lent GPU checks the CUDA path in minutes; until it has run there,
 the docs say the CUDA path is unverified. With ``--device cpu`` it checks itself (ratios ~1).
 """
@@ -73,16 +76,44 @@ def pimd_steps(device: str, steps: int) -> dict:
     return {"PIMD step, 32 beads x 16 atoms (with start-up)": wall / max(done, 1)}
 
 
+def compiled_export(device: str, repeats: int) -> dict:
+    from nequip.integrations.ase import NequIPCalculator
+
+    from legato.nequip_export import export_nequip
+    from legato.potential import LegatoCalculator
+    from legato.shipped import fast_model
+
+    atoms = rattled(ammonia_phase_i(repeat=(2, 2, 2)), 1, stdev=0.03, seed=1)[0]
+    atoms.calc = LegatoCalculator(fast_model(), device=device)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = export_nequip(fast_model(), tmp, targets=["ase"], device=device, log=lambda line: None)
+        atoms.calc = NequIPCalculator.from_compiled_model(str(files["ase"]), device=device, chemical_species_to_atom_type_map=True)
+        ok = abs(atoms.get_potential_energy() - energy) <= 1e-5 * abs(energy) and np.abs(atoms.get_forces() - forces).max() <= 1e-5 * np.abs(forces).max()
+        if not ok:
+            sys.exit(f"the compiled export on {device} differs from legato's model by more than 1e-5 relative")
+
+        def call():
+            atoms.calc.results = {}
+            atoms.calc.calculate(atoms, ["energy", "forces"])
+
+        return {"nequip's compiled cheap model, 128 atoms (agrees to 1e-5)": best_time(synchronized(call, device), repeats)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--export", action="store_true", help="also export, compile and check the cheap model for the device and the CPU (minutes each)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit(f"--device {args.device}: torch {torch.__version__} sees no GPU here (a CUDA build of torch on a GPU machine is needed)")
     print(f"torch {torch.__version__}, device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
-    for name, measure in (("model calls", lambda d: model_calls(d, args.repeats)), ("training", lambda d: training_step(d, args.repeats)), ("driver", lambda d: pimd_steps(d, args.steps))):
+    checks = [("model calls", lambda d: model_calls(d, args.repeats)), ("training", lambda d: training_step(d, args.repeats)), ("driver", lambda d: pimd_steps(d, args.steps))]
+    if args.export:
+        checks.append(("export", lambda d: compiled_export(d, args.repeats)))
+    for name, measure in checks:
         on_device, on_cpu = measure(args.device), measure("cpu")
         for key in on_device:
             print(f"{name}: {key}: CPU / {args.device} = {on_cpu[key] / on_device[key]:.1f}x  [{on_cpu[key]*1e3:.1f} / {on_device[key]*1e3:.1f} ms]")
