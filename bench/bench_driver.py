@@ -5,7 +5,9 @@
 1. wall time per PIMD step / time of the one batched model call (P = 32, 16 atoms);
 2. legato's batched driver vs what users do today: i-PI sending one bead per
    message to a client wrapping nequip's ASE calculator (NequIPCalculator) of the
-   same model;
+   same model, eager beside legato eager, and, with ``--nequip-pt2 FILE`` (nequip's own
+   AOT-compiled model: ``legato export MODEL --nequip DIR --target ase``), compiled beside
+   legato compiled;
 3. the driver with the model compiled (``legato run --compile``) vs eager;
 4. steps/s vs number of beads (8, 16, 32, 64);
 5. the driver's own call plan (timed on its first steps, logged by the driver) vs the
@@ -27,6 +29,7 @@ from legato import units
 from legato.driver.pes import LegatoDriver
 from legato.driver.run import RunSettings, run_simulation
 from legato.modelfile import load_model
+from legato.potential import planned_thread_counts
 
 from goals import Goals
 
@@ -55,16 +58,20 @@ def step_period(starts, calls_per_step: int) -> float:
 class PerBeadNequIPDriver(LegatoDriver):
     """Today's path: every bead on its own through nequip's ASE calculator."""
 
-    def __init__(self, model_file, structure):
+    def __init__(self, model_file, structure, compiled=None):
+        """``compiled``: nequip's AOT-compiled ``.nequip.pt2`` of the model instead of the eager model."""
         from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
         from nequip.integrations.ase import NequIPCalculator
 
-        model, meta = load_model(model_file)
-        self.calc = NequIPCalculator(
-            model,
-            device="cpu",
-            transforms=[ChemicalSpeciesToAtomTypeMapper(model_type_names=meta["type_names"]), NeighborListTransform(r_max=meta["r_max"])],
-        )
+        if compiled is not None:
+            self.calc = NequIPCalculator.from_compiled_model(str(compiled), device="cpu", chemical_species_to_atom_type_map=True)
+        else:
+            model, meta = load_model(model_file)
+            self.calc = NequIPCalculator(
+                model,
+                device="cpu",
+                transforms=[ChemicalSpeciesToAtomTypeMapper(model_type_names=meta["type_names"]), NeighborListTransform(r_max=meta["r_max"])],
+            )
         symbols = ase.io.read(structure).get_chemical_symbols()
         self.atoms = ase.Atoms(symbols, pbc=True)
         super().__init__(potential=self, symbols=symbols)
@@ -107,10 +114,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models" / "sam.legato.pt"))
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--nequip-pt2", type=Path, help="nequip's compiled model of --model for the compiled per-bead pairing (legato export MODEL --nequip DIR --target ase)")
     args = parser.parse_args()
     goals = Goals()
     batched = lambda s: TimedDriver(model=args.model, structure=str(s))  # noqa: E731
-    planning_steps = 1 + 2 * 6  # warm-up, then 1, 2, 4, 8, 16 and 32 beads per call, twice each (legato.callplan)
+    threads = max(1, len(planned_thread_counts()))
+    print(f"torch threads the planner times: {planned_thread_counts() or 'as set (OMP_NUM_THREADS)'}")
+    # warm-up, then 1, 2, 4, 8, 16 and 32 beads per call at each thread count, twice each (legato.callplan)
+    planning_steps = 1 + 2 * 6 * threads
     steps = max(args.steps, planning_steps + 8)
 
     _, driver = timed_run(batched, 32, steps)
@@ -131,11 +142,21 @@ def main():
     _, per_bead_driver = timed_run(lambda s: PerBeadNequIPDriver(args.model, s), 32, args.steps, batched=False)
     per_step_pb = step_period(per_bead_driver.starts, 32)
     lead = per_step_pb / per_step
-    print(f"P=32: i-PI one bead per message + NequIPCalculator / legato batched = {lead:.2f}x  {goals.check('per-bead NequIPCalculator / legato', lead, 2.0)}  [{per_step_pb*1e3:.0f} / {per_step*1e3:.0f} ms per step]")
+    print(f"P=32: i-PI one bead per message + NequIPCalculator / legato batched, eager / eager = {lead:.2f}x  {goals.check('per-bead NequIPCalculator / legato (eager)', lead, 2.0)}  [{per_step_pb*1e3:.0f} / {per_step*1e3:.0f} ms per step]")
+    if args.nequip_pt2 is not None:
+        _, per_bead_compiled = timed_run(lambda s: PerBeadNequIPDriver(args.model, s, compiled=args.nequip_pt2), 32, args.steps, batched=False)
+        per_step_pbc = step_period(per_bead_compiled.starts, 32)
+        best = min(per_step_pb, per_step_pbc)
+        print(f"P=32: per bead with nequip's compiled model (.nequip.pt2) / legato batched compiled = {per_step_pbc / per_step_compiled:.2f}x  [{per_step_pbc*1e3:.0f} / {per_step_compiled*1e3:.0f} ms per step]")
+        lead_best = best / min(per_step, per_step_compiled)
+        print(f"P=32: best per-bead path / best legato path = {lead_best:.2f}x  {goals.check('best per-bead / best legato', lead_best, 2.0)}")
+    else:
+        print("P=32: per bead with nequip's compiled model: skipped (give --nequip-pt2 FILE)")
 
     for nbeads in (8, 16, 32, 64):
-        _, d = timed_run(batched, nbeads, steps + 2 * nbeads.bit_length())
-        print(f"P={nbeads:3d}: {1.0 / step_period(d.starts[1 + 2 * (nbeads.bit_length()):], 1):6.2f} steps/s")
+        planned = 1 + 2 * nbeads.bit_length() * threads
+        _, d = timed_run(batched, nbeads, steps - planning_steps + planned)
+        print(f"P={nbeads:3d}: {1.0 / step_period(d.starts[planned:], 1):6.2f} steps/s")
     goals.finish()
 
 

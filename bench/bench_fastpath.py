@@ -22,6 +22,7 @@ import numpy as np
 
 from legato.driver.pes import make_driver
 from legato.driver.run import RunSettings, run_simulation
+from legato.potential import planned_thread_counts
 from legato.shipped import TEMPLATES, default_model, fast_model
 
 from bench_driver import TimedDriver
@@ -40,10 +41,10 @@ def seconds_per_ps(n_atoms: int, fast: bool, compiled: bool, steps: int) -> floa
         return holder["driver"]
 
     timestep = TIMESTEP * (MTS if fast else 1)
-    # the full model's first requests: a warm-up, then two trials of each grouping the planner times
-    # (1, 2, 4, ... beads per call; none when compiled), and a compiling first call
+    # the full model's first requests: a warm-up, then two trials of each way the planner times
+    # (1, 2, 4, ... beads per call at each thread count; none when compiled), and a compiling first call
     beads_seen = CONTRACT if fast else BEADS
-    skip = 2 if compiled else 1 + 2 * beads_seen.bit_length()
+    skip = 2 if compiled else 1 + 2 * beads_seen.bit_length() * max(1, len(planned_thread_counts()))
     settings = RunSettings(
         nbeads=BEADS, temperature=150.0, timestep=timestep, total_steps=skip + steps, stride=10_000, seed=1,
         structure=STRUCTURES[n_atoms], contract=CONTRACT if fast else None, mts=MTS if fast else None,

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from legato.model import build_model
 from legato.modelfile import UNITS
+from legato.callplan import candidate_ways
 from legato.potential import ModelPotential
 from legato.training.sam import ascended
 from legato.training.train import load_config
@@ -141,13 +142,13 @@ def main():
 
     # --- batching ---
     symbols, positions, cells = bead_batch()
-    for _ in range(1 + pot.planner.trials * 6):  # let the call planner time its candidates (legato.callplan)
+    for _ in range(1 + pot.planner.trials * len(candidate_ways(32, 16, pot.planner.max_atoms, pot.planner.threads))):  # let the call planner time its candidates (legato.callplan)
         pot.evaluate(symbols, positions, cells)
     t_batched = best_time(lambda: pot.evaluate(symbols, positions, cells), args.repeats)
     t_single = best_time(lambda: [pot.evaluate(symbols, positions[i], cells[i][None]) for i in range(32)], max(2, args.repeats // 2))
     ratio = t_single / t_batched
     plan = pot.planner.plans[(32, 16)]
-    print(f"32 x 16 atoms: 32 separate calls / one evaluate() of all (planned: {plan} frames per model call): {ratio:.2f}  {goals.check('32 single calls / one planned evaluate()', ratio, 1.0)}  [{t_single*1e3:.0f} / {t_batched*1e3:.0f} ms]")
+    print(f"32 x 16 atoms: 32 separate calls / one evaluate() of all (planned: {plan.frames} frames per model call{'' if plan.threads is None else f', {plan.threads} thread(s)'}): {ratio:.2f}  {goals.check('32 single calls / one planned evaluate()', ratio, 1.0)}  [{t_single*1e3:.0f} / {t_batched*1e3:.0f} ms]")
 
     # --- the cheap reference of contracted / MTS PIMD vs the full model (shipped files) ---
     fast_file, full_file = ROOT / "models" / "fast.legato.pt", ROOT / "models" / "sam.legato.pt"

@@ -389,8 +389,8 @@ def info(model: Path = typer.Argument(..., help="a .legato.pt model file")):
 
 ATOMS_PER_CALL_HELP = (
     "atoms per model call: beads go to the model in groups of up to this many. Default: the driver times"
-    " the groupings (1, 2, 4, ... beads, all) on its first steps, keeps the fastest and logs the plan;"
-    " with --compile 64 on a CPU, all beads on a GPU"
+    " the groupings (1, 2, 4, ... beads, all; on a CPU at all cores' threads and at one, unless OMP_NUM_THREADS"
+    " is set) on its first steps, keeps the fastest and logs the plan; with --compile 64 on a CPU, all beads on a GPU"
 )
 DEVICE_HELP = "where the model runs: cpu, cuda or cuda:N (a torch build with CUDA)"
 COMPILE_HELP = (

@@ -8,6 +8,7 @@ Units: Angstrom, eV, eV/Angstrom, e*Angstrom.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +35,27 @@ GPU_ATOMS_PER_CALL = 1 << 20
 MAX_PLANNED_ATOMS = 4096
 
 
+#: torch's thread count when legato was imported (one per core unless OMP_NUM_THREADS chose):
+#: the planner's largest candidate, whatever count an earlier plan in this process left set
+TORCH_THREADS = torch.get_num_threads()
+
+
+def planned_thread_counts(count: int | None = None) -> tuple[int, ...]:
+    """Torch thread counts the call planner times on a CPU: ``count`` (default
+    :data:`TORCH_THREADS`), half of it (4 or more) and one; none where OMP_NUM_THREADS
+    chose the count."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return ()
+    count = TORCH_THREADS if count is None else count
+    return tuple(dict.fromkeys((count, count // 2 if count >= 4 else count, 1))) if count > 1 else ()
+
+
+def use_threads(count: int) -> None:
+    """Run torch's CPU operations on ``count`` threads (a no-op where they already are)."""
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
 def torch_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N`` as a torch.device; ValueError naming the fix where this torch cannot use it."""
     try:
@@ -52,7 +74,8 @@ class ModelPotential:
 
     def __init__(self, model: torch.nn.Module, metadata: dict, atoms_per_call: int | None = None, device: str = "cpu"):
         """``atoms_per_call``: frames go to the model in chunks of about this many atoms; None
-        (default): planned per request shape by timing the first calls (:mod:`legato.callplan`)."""
+        (default): planned per request shape by timing the first calls (:mod:`legato.callplan`),
+        frames per call and, on a CPU where OMP_NUM_THREADS is unset, torch threads."""
         self.device = torch_device(device)
         if atoms_per_call is not None and atoms_per_call < 1:
             raise ValueError(f"atoms_per_call={atoms_per_call}: give at least 1, or leave it out to let the driver time its choices")
@@ -60,7 +83,12 @@ class ModelPotential:
         self.atoms_per_call = atoms_per_call
         on_cpu = self.device.type == "cpu"
         self.planner = (
-            CallPlanner(first_atoms=ATOMS_PER_CALL if on_cpu else GPU_ATOMS_PER_CALL, max_atoms=MAX_PLANNED_ATOMS if on_cpu else GPU_ATOMS_PER_CALL)
+            CallPlanner(
+                first_atoms=ATOMS_PER_CALL if on_cpu else GPU_ATOMS_PER_CALL,
+                max_atoms=MAX_PLANNED_ATOMS if on_cpu else GPU_ATOMS_PER_CALL,
+                threads=planned_thread_counts() if on_cpu else (),
+                use_threads=use_threads,
+            )
             if atoms_per_call is None
             else None
         )

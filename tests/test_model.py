@@ -1,6 +1,7 @@
 """Physics of the Allegro + Wannier model: forces, symmetry, dipoles."""
 
 import numpy as np
+import torch
 import pytest
 from scipy.spatial.transform import Rotation
 
@@ -127,7 +128,7 @@ def test_a_periodic_frame_without_a_cell_is_refused(potential, crystal, pbc):
 def test_the_call_planner_keeps_the_fastest_chunk_after_timing_each_one():
     """A clock that makes 4-frame calls fastest: the planner must find 4, after one warm-up and
     `trials` timed calls of each candidate, and report the plan once."""
-    from legato.callplan import CallPlanner, candidate_chunks
+    from legato.callplan import CallPlanner, Way, candidate_chunks
 
     assert candidate_chunks(32, 16, 4096) == [1, 2, 4, 8, 16, 32]
     assert candidate_chunks(6, 16, 4096) == [1, 2, 4, 6]
@@ -146,9 +147,70 @@ def test_the_call_planner_keeps_the_fastest_chunk_after_timing_each_one():
     for _ in range(1 + 2 * len(cost)):
         planner.timed(32, 16, evaluate)
     assert used[0] == 4 and sorted(used[1:]) == sorted(list(cost) * 2)  # warm-up at 64 atoms, then each twice
-    assert planner.plans == {(32, 16): 4} and len(reports) == 1 and "4 frame(s) per model call" in reports[0]
+    assert planner.plans == {(32, 16): Way(4)} and len(reports) == 1 and "4 frame(s) per model call" in reports[0]
     assert planner.timed(32, 16, evaluate) == 4 and len(reports) == 1
     assert planner.chunk(1, 16) == 1 and planner.chunk(3, 2000) == 1  # nothing to plan: one candidate
+
+
+def test_the_call_planner_times_thread_counts_too_and_runs_the_plan_with_its_threads():
+    """Two threads are slower here (a busy second core): the planner must time each chunk at
+    both counts, set the count before each call, keep one thread, and report it."""
+    from legato.callplan import CallPlanner, Way
+
+    cost = {(1, 2): 9.0, (2, 2): 8.0, (4, 2): 7.0, (1, 1): 4.0, (2, 1): 1.5, (4, 1): 3.0}
+    now, threads, reports = [0.0], [2], []
+    planner = CallPlanner(first_atoms=32, trials=2, threads=(2, 1), use_threads=lambda n: threads.__setitem__(0, n), report=reports.append, clock=lambda: now[0])
+    calls = []
+
+    def evaluate(chunk):
+        calls.append((chunk, threads[0]))
+        now[0] += cost[chunk, threads[0]]
+
+    for _ in range(1 + 2 * len(cost)):
+        planner.timed(4, 16, evaluate)
+    assert calls[0] == (2, 2) and sorted(calls[1:]) == sorted(list(cost) * 2)
+    assert planner.plans == {(4, 16): Way(2, 1)} and "2 frame(s) per model call, 1 thread(s)" in reports[0]
+    threads[0] = 2  # another planner (the cheap model's, in the same process) set two
+    planner.timed(4, 16, evaluate)
+    assert calls[-1] == (2, 1) and len(reports) == 1
+    with pytest.raises(ValueError, match="use_threads"):
+        CallPlanner(threads=(2, 1))
+
+
+def test_the_potential_plans_threads_unless_omp_num_threads_chose(monkeypatch):
+    from legato.potential import planned_thread_counts
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert planned_thread_counts(4) == ()
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert planned_thread_counts(4) == (4, 2, 1)
+    assert planned_thread_counts(2) == (2, 1)
+    assert planned_thread_counts(1) == ()
+
+
+def test_a_potential_plans_its_threads_and_runs_with_the_planned_count(tiny_model, crystal, monkeypatch):
+    from legato.callplan import candidate_ways
+
+    frames = rattled(crystal, 3, stdev=0.03, seed=9)
+    positions, cells = np.stack([f.positions for f in frames]), np.stack([f.cell.array for f in frames])
+    symbols = crystal.get_chemical_symbols()
+    reference = ModelPotential(tiny_model, TINY_METADATA, atoms_per_call=16).evaluate(symbols, positions, cells)
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("legato.potential.TORCH_THREADS", 2)  # a 2-core machine (the tests run on one thread)
+    try:
+        torch.set_num_threads(1)  # as an earlier plan in this process may have left it: the candidates stay 2 and 1
+        planned = ModelPotential(tiny_model, TINY_METADATA)
+        assert planned.planner.threads == (2, 1)
+        for _ in range(1 + planned.planner.trials * len(candidate_ways(3, 16, planned.planner.max_atoms, (2, 1)))):
+            result = planned.evaluate(symbols, positions, cells)
+            np.testing.assert_allclose(result["forces"], reference["forces"], atol=1e-9)
+        plan = planned.planner.plans[(3, 16)]
+        torch.set_num_threads(3)  # as another planner in the process might leave it
+        planned.evaluate(symbols, positions, cells)
+        assert torch.get_num_threads() == plan.threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_planned_potential_gives_the_forced_results_and_a_forced_one_its_chunks(tiny_model, crystal):
@@ -167,4 +229,4 @@ def test_a_planned_potential_gives_the_forced_results_and_a_forced_one_its_chunk
         result = planned.evaluate(symbols, positions, cells)
         for key in ("energy", "forces", "virial", "wannier_disp", "dipole"):
             np.testing.assert_allclose(result[key], reference[key], atol=1e-9, err_msg=key)
-    assert list(planned.planner.plans) == [(6, 16)] and planned.planner.plans[(6, 16)] in (1, 2, 4, 6)
+    assert list(planned.planner.plans) == [(6, 16)] and planned.planner.plans[(6, 16)].frames in (1, 2, 4, 6)
