@@ -4,7 +4,7 @@ A PIMD step asks for B beads of N atoms. One model call on all of them, one call
 bead, or anything in between can be fastest: it depends on the model's width, N, the
 machine's cores and caches (on 2 CPU cores and the shipped model, 4-frame chunks of
 16 atoms beat one call of 32 frames by 1.5x, docs/performance.md). So can the number of
-torch threads: with another job on one of 2 cores, two threads made the driver ~8x slower
+torch threads: with another job on one of 2 cores, two threads made brute-force PIMD 3x slower
 than one (docs/performance.md). A fixed default goes stale when the model or the machine's
 load changes, so :class:`CallPlanner` measures instead.
 
