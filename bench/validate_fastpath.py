@@ -9,11 +9,14 @@ centroid-virial kinetic energy per species, the intramolecular N-H and intermole
 N...H radial distribution peaks, and every IR and INS peak position, each with block-average
 errors, and prints the wall time per ps. A validation, not a timed test: runs resume (run
 it again after a kill), and it exits 1 when a quantity differs by more than twice the
-combined error.
+combined error. The brute-force summary is kept in bench/validate_fastpath_brute_force.json
+(``--reference``) with its settings and the full model's checksum: a later check of a new
+cheap model or setting with the same settings reuses it instead of an hour of brute force.
 """
 
 import argparse
 import sys
+import json
 import time
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import numpy as np
 from legato.analysis.pipeline import ins_of_run, ir_of_run
 from legato.driver.pes import make_driver
 from legato.driver.run import RunSettings, is_finished, run_simulation
-from legato.fileio import bead_files, read_properties, read_structures, read_xyz
+from legato.fileio import bead_files, file_sha256, read_properties, read_structures, read_xyz
 from legato.shipped import TEMPLATES, default_model, fast_model
 
 SPECIES = ("H", "N")
@@ -96,6 +99,19 @@ def with_peaks_matched(brute: dict, other: dict, window: float = 60.0) -> tuple[
     return a, b
 
 
+def brute_force_record(path: Path, identity: dict) -> dict | None:
+    """The brute-force summary stored at ``path`` for these settings and models (None: none
+    stored, or stored for others). Brute force is most of the validation's cost (~1 h on one
+    core), so a new cheap model or setting is checked against the stored run."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record["identity"] != identity:
+        print(f"{path}: stored for other settings or models ({record['identity']}); running brute force")
+        return None
+    return {k: [tuple(p) for p in v] if k in ("IR", "INS") else tuple(v) for k, v in record["summary"].items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--beads", type=int, default=32)
@@ -103,13 +119,21 @@ def main():
     parser.add_argument("--temperature", type=float, default=150.0)
     parser.add_argument("--setting", action="append", default=[], metavar="P'xM", help="contracted beads x inner steps (default 4x4 and 8x2)")
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/validate_fastpath"))
+    parser.add_argument("--reference", type=Path, default=Path(__file__).with_name("validate_fastpath_brute_force.json"),
+                        help="the brute-force summary: read where it matches the settings and the full model, written after a brute-force run")
     args = parser.parse_args()
     settings = [tuple(int(v) for v in s.split("x")) for s in (args.setting or ["4x4", "8x2"])]
     template = template_with_species_kinetic(args.output)
     structure_model, cheap = str(default_model()), str(fast_model())
     results, walls = {}, {}
+    identity = {"beads": args.beads, "ps": args.ps, "temperature": args.temperature, "full_model_sha256": file_sha256(structure_model)}
+    stored = brute_force_record(args.reference, identity)
     for name, contract, mts in [("brute force", None, 1)] + [(f"contract {c}, mts {m}", c, m) for c, m in settings]:
         run_dir = args.output / name.replace(" ", "_").replace(",", "")
+        if contract is None and stored is not None and not run_dir.exists():
+            results[name], walls[name] = stored, float("nan")
+            print(f"brute force: the stored run ({args.reference})")
+            continue
         timestep = 0.5 * mts
         run = RunSettings(nbeads=args.beads, temperature=args.temperature, timestep=timestep, total_steps=int(round(args.ps * 1000 / timestep)), seed=2, stride=max(1, 4 // mts), contract=contract, mts=mts if contract else None)
         start = time.perf_counter()
@@ -120,6 +144,9 @@ def main():
             )
         walls[name] = (time.perf_counter() - start) / args.ps
         results[name] = summarize(run_dir)
+        if contract is None:
+            made = {"command": "python bench/validate_fastpath.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"), "fast_model_sha256": file_sha256(cheap)}
+            args.reference.write_text(json.dumps({"identity": identity, "made": made, "summary": results[name]}, indent=1) + "\n")
     paired = {name: with_peaks_matched(results["brute force"], results[name]) for name in list(results)[1:]}
     brute = next(iter(paired.values()))[0]
     failed = []
