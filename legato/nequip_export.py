@@ -152,10 +152,12 @@ def export_nequip(model_file, out_dir, targets: Sequence[str] = TARGETS, device:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
         raise ValueError(f"unknown nequip-compile target(s) {unknown}; choose from {list(TARGETS)}")
-    if targets and device == "cpu":
+    if targets:
         from legato.model import require_cxx_compiler
+        from legato.potential import torch_device
 
-        require_cxx_compiler()
+        if torch_device(device).type == "cpu":  # one-line ValueError where this torch cannot use the device
+            require_cxx_compiler()
     out_dir = Path(out_dir)
     stem = model_stem(model_file)
     written = {"checkpoint": write_checkpoint(model_file, out_dir, example=example)}

@@ -94,6 +94,10 @@ def test_export_refuses_foreign_species_and_unknown_targets(tmp_path):
         write_checkpoint(FAST_MODEL, tmp_path, example=ase.Atoms("CO", positions=[[0, 0, 0], [1.1, 0, 0]]))
     with pytest.raises(ValueError, match="unknown nequip-compile target"):
         export_nequip(FAST_MODEL, tmp_path, targets=["lammps"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no GPU here"):
+            export_nequip(FAST_MODEL, tmp_path / "cuda", targets=["ase"], device="cuda")
+        assert not (tmp_path / "cuda").exists()  # refused before any file is written
 
 
 def test_cli_export_of_a_model_file_needs_a_nequip_folder(legato_in_process):
