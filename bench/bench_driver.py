@@ -29,7 +29,8 @@ from legato import units
 from legato.driver.pes import LegatoDriver
 from legato.driver.run import RunSettings, run_simulation
 from legato.modelfile import load_model
-from legato.potential import planned_thread_counts
+from legato.callplan import CallPlanner
+from legato.potential import MAX_PLANNED_ATOMS, planned_thread_counts, use_threads
 
 from goals import Goals
 
@@ -53,6 +54,12 @@ def step_period(starts, calls_per_step: int) -> float:
     """Median wall time of one PIMD step in steady state (first step dropped)."""
     starts = np.asarray(starts[calls_per_step:])
     return float(np.median(starts[calls_per_step:] - starts[:-calls_per_step]))
+
+
+def planning_calls(n_frames: int, n_atoms: int) -> int:
+    """Driver calls the call planner spends timing its candidates for this request shape."""
+    planner = CallPlanner(max_atoms=MAX_PLANNED_ATOMS, threads=planned_thread_counts(), use_threads=use_threads)
+    return planner.calls_to_plan(n_frames, n_atoms)
 
 
 class PerBeadNequIPDriver(LegatoDriver):
@@ -118,10 +125,9 @@ def main():
     args = parser.parse_args()
     goals = Goals()
     batched = lambda s: TimedDriver(model=args.model, structure=str(s))  # noqa: E731
-    threads = max(1, len(planned_thread_counts()))
     print(f"torch threads the planner times: {planned_thread_counts() or 'as set (OMP_NUM_THREADS)'}")
     # warm-up, then 1, 2, 4, 8, 16 and 32 beads per call at each thread count, twice each (legato.callplan)
-    planning_steps = 1 + 2 * 6 * threads
+    planning_steps = planning_calls(32, 16)
     steps = max(args.steps, planning_steps + 8)
 
     _, driver = timed_run(batched, 32, steps)
@@ -154,7 +160,7 @@ def main():
         print("P=32: per bead with nequip's compiled model: skipped (give --nequip-pt2 FILE)")
 
     for nbeads in (8, 16, 32, 64):
-        planned = 1 + 2 * nbeads.bit_length() * threads
+        planned = planning_calls(nbeads, 16)
         _, d = timed_run(batched, nbeads, steps - planning_steps + planned)
         print(f"P={nbeads:3d}: {1.0 / step_period(d.starts[planned:], 1):6.2f} steps/s")
     goals.finish()

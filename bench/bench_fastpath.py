@@ -22,10 +22,9 @@ import numpy as np
 
 from legato.driver.pes import make_driver
 from legato.driver.run import RunSettings, run_simulation
-from legato.potential import planned_thread_counts
 from legato.shipped import TEMPLATES, default_model, fast_model
 
-from bench_driver import TimedDriver
+from bench_driver import TimedDriver, planning_calls
 from goals import Goals
 
 STRUCTURES = {16: TEMPLATES / "nh3_phase_i.xyz", 128: TEMPLATES / "nh3_phase_i_2x2x2.xyz"}
@@ -44,7 +43,7 @@ def seconds_per_ps(n_atoms: int, fast: bool, compiled: bool, steps: int) -> floa
     # the full model's first requests: a warm-up, then two trials of each way the planner times
     # (1, 2, 4, ... beads per call at each thread count; none when compiled), and a compiling first call
     beads_seen = CONTRACT if fast else BEADS
-    skip = 2 if compiled else 1 + 2 * beads_seen.bit_length() * max(1, len(planned_thread_counts()))
+    skip = 2 if compiled else planning_calls(beads_seen, n_atoms)
     settings = RunSettings(
         nbeads=BEADS, temperature=150.0, timestep=timestep, total_steps=skip + steps, stride=10_000, seed=1,
         structure=STRUCTURES[n_atoms], contract=CONTRACT if fast else None, mts=MTS if fast else None,

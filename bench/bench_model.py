@@ -22,7 +22,6 @@ from omegaconf import OmegaConf
 
 from legato.model import build_model
 from legato.modelfile import UNITS
-from legato.callplan import candidate_ways
 from legato.potential import ModelPotential
 from legato.training.sam import ascended
 from legato.training.train import load_config
@@ -142,7 +141,7 @@ def main():
 
     # --- batching ---
     symbols, positions, cells = bead_batch()
-    for _ in range(1 + pot.planner.trials * len(candidate_ways(32, 16, pot.planner.max_atoms, pot.planner.threads))):  # let the call planner time its candidates (legato.callplan)
+    for _ in range(pot.planner.calls_to_plan(32, 16)):  # let the call planner time its candidates (legato.callplan)
         pot.evaluate(symbols, positions, cells)
     t_batched = best_time(lambda: pot.evaluate(symbols, positions, cells), args.repeats)
     t_single = best_time(lambda: [pot.evaluate(symbols, positions[i], cells[i][None]) for i in range(32)], max(2, args.repeats // 2))

@@ -92,6 +92,12 @@ class CallPlanner:
             self._seconds[key] = {}
         return self._schedule[key][0]
 
+    def calls_to_plan(self, n_frames: int, n_atoms: int) -> int:
+        """Calls a request shape takes before its plan is fixed: the warm-up and ``trials`` of
+        every candidate way (0 where there is only one way)."""
+        ways = len(candidate_ways(n_frames, n_atoms, self.max_atoms, self.threads))
+        return 1 + ways * self.trials if ways > 1 else 0
+
     def chunk(self, n_frames: int, n_atoms: int) -> int:
         """Frames per call for this request (see :meth:`way`)."""
         return self.way(n_frames, n_atoms).frames
@@ -112,7 +118,7 @@ class CallPlanner:
 
     def _record(self, key: tuple[int, int], seconds: float) -> None:
         schedule = self._schedule[key]
-        warm_up = len(schedule) == len(candidate_ways(*key, self.max_atoms, self.threads)) * self.trials + 1
+        warm_up = len(schedule) == self.calls_to_plan(*key)
         way = schedule.pop(0)
         if not warm_up:
             seen = self._seconds[key]

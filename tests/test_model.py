@@ -144,6 +144,7 @@ def test_the_call_planner_keeps_the_fastest_chunk_after_timing_each_one():
         return chunk
 
     used = []
+    assert planner.calls_to_plan(32, 16) == 1 + 2 * len(cost) and planner.calls_to_plan(1, 16) == 0
     for _ in range(1 + 2 * len(cost)):
         planner.timed(32, 16, evaluate)
     assert used[0] == 4 and sorted(used[1:]) == sorted(list(cost) * 2)  # warm-up at 64 atoms, then each twice
@@ -166,6 +167,7 @@ def test_the_call_planner_times_thread_counts_too_and_runs_the_plan_with_its_thr
         calls.append((chunk, threads[0]))
         now[0] += cost[chunk, threads[0]]
 
+    assert planner.calls_to_plan(4, 16) == 1 + 2 * len(cost)
     for _ in range(1 + 2 * len(cost)):
         planner.timed(4, 16, evaluate)
     assert calls[0] == (2, 2) and sorted(calls[1:]) == sorted(list(cost) * 2)
