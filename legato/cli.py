@@ -174,24 +174,33 @@ def label(
     min_cell_length: float = typer.Option(CONVERGED["min_cell_length"], help="A: frames thinner than this are labelled at the Gamma point of a supercell this wide (0 = each frame's own cell)"),
     code: str = typer.Option(CONVERGED["code"], help="pyscf | cp2k | auto (CP2K where installed: same labels, 3-4x faster)"),
     limit: Optional[int] = typer.Option(None, help="label at most this many new frames"),
-    progress: bool = typer.Option(True, help="show the progress bar (the line per frame is printed either way)"),
+    model: Optional[Path] = typer.Option(
+        None, help="label with this model file instead of DFT (the data of a distilled cheap model, e.g. --model models/sam.legato.pt); the DFT options are then unused"
+    ),
+    progress: bool = typer.Option(True, help="show the progress bar (without it, a line per frame)"),
 ):
     """DFT energies, forces and Wannier centres with CP2K or PySCF (resumes where it stopped).
 
-    Defaults are the converged protocol of docs/convergence.md.
+    Defaults are the converged protocol of docs/convergence.md. With --model,
+    a trained model gives the labels (recorded as the frames' method).
 
-    Prints one line per frame: labelled (seconds) or skipped (why;
-    the reason is kept beside the output).
+    Prints one line per frame that takes a second or more (every DFT frame):
+    labelled (seconds) or skipped (why; the reason is kept beside the output).
     """
     from legato.training.label import DFTSettings, label_file
 
     if not input.exists():
         fail(f"{input}: no such structure file")
     require_counts(limit=limit)
-    settings = DFTSettings(
-        xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion is Dispersion.none else dispersion.value, ke_cutoff=ke_cutoff,
-        wannier_order=wannier_order, min_cell_length=min_cell_length, code=code,
-    )
+    if model is not None:
+        from legato.training.model_labels import ModelLabels
+
+        settings = ModelLabels(str(model))
+    else:
+        settings = DFTSettings(
+            xc=xc, basis=basis, pseudo=pseudo, dispersion=None if dispersion is Dispersion.none else dispersion.value, ke_cutoff=ke_cutoff,
+            wannier_order=wannier_order, min_cell_length=min_cell_length, code=code,
+        )
     try:
         counts = label_file(input, output, settings, progress=progress, limit=limit)
     except ValueError as exc:

@@ -334,3 +334,47 @@ def test_labelled_forces_are_minus_the_gradient_of_the_labelled_energy():
     slope = -(energies[0] - energies[1]) / (2 * h)  # eV/A
     assert abs(np.sum(forces * direction)) > 0.1  # a direction with a real force along it
     assert slope == pytest.approx(np.sum(forces * direction), abs=0.003)
+
+
+def test_model_labels_are_the_models_predictions_and_never_mix_with_dft(tmp_path):
+    """`legato label --model`: the data of a distilled model, recorded as the model's labels."""
+    from legato.dataset import DatasetError, load_dataset
+    from legato.potential import ModelPotential
+    from legato.shipped import fast_model
+    from legato.training.merge import merge_datasets
+    from legato.fileio import file_sha256
+    from legato.training.model_labels import ModelLabels
+
+    frames = rattled(ammonia_phase_i(), 3, stdev=0.05, seed=4)
+    structures = tmp_path / "in.extxyz"
+    ase.io.write(structures, frames)
+    out = tmp_path / "model.extxyz"
+    counts = label_module.label_file(structures, out, ModelLabels(str(fast_model())), progress=False, limit=2)
+    assert counts["labelled"] == 2
+    assert label_module.label_file(structures, out, ModelLabels(str(fast_model())), progress=False)["labelled"] == 1  # resumes
+    labelled = load_dataset(out)  # a valid data set: legato train takes it
+    frames = ase.io.read(structures, ":")  # as written (positions to 8 decimals)
+    expected = ModelPotential.from_file(fast_model(), atoms_per_call=16).evaluate(
+        frames[0].get_chemical_symbols(), np.stack([f.positions for f in frames]), np.stack([f.cell.array for f in frames])
+    )
+    np.testing.assert_allclose([a.get_potential_energy() for a in labelled], expected["energy"], rtol=1e-9)
+    np.testing.assert_allclose(np.stack([a.get_forces() for a in labelled]), expected["forces"], atol=1e-9)
+    assert labelled[0].info["method"] == f"model fast.legato.pt sha256:{file_sha256(fast_model())[:16]}"
+
+    dft = tmp_path / "dft.extxyz"  # a DFT-labelled file: merging it with model labels is refused
+    from conftest import analytic_labels
+
+    dft_frame = analytic_labels(rattled(ammonia_phase_i(), 1, stdev=0.05, seed=5)[0])
+    dft_frame.info.update(label_module.DFTSettings.converged().provenance())
+    ase.io.write(dft, dft_frame)
+    with pytest.raises(DatasetError, match="labelled differently from frame 0"):
+        merge_datasets([out, dft], tmp_path / "mixed.extxyz")
+    with pytest.raises(ValueError, match=r"model.extxyz was labelled with .*label into a new file"):  # nor is resuming with DFT
+        label_module.label_file(structures, out, label_module.DFTSettings.converged(code="pyscf"), progress=False)
+
+    water = tmp_path / "water.extxyz"
+    ase.io.write(water, ase.Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]], cell=[8, 8, 8], pbc=True))
+    with pytest.raises(ValueError, match=r"--model .*fast.legato.pt knows \['H', 'N'\], not \['O'\]"):
+        label_module.label_file(water, tmp_path / "w.extxyz", ModelLabels(str(fast_model())), progress=False)
+    with pytest.raises(ValueError, match="--model nowhere.legato.pt: no such model file"):
+        label_module.label_file(structures, tmp_path / "x.extxyz", ModelLabels("nowhere.legato.pt"), progress=False)

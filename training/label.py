@@ -8,7 +8,8 @@ occupied (valence) orbitals assigned to the nearest owning atom.
 Work is kept per frame under ``<output>.parts/``: ``00012.extxyz`` for a done
 frame (written atomically), ``00012.failed.json`` for one that failed (with the
 reason). A rerun skips both, so a killed job loses nothing and labels nothing
-twice; ``<output>`` is reassembled from the parts after every frame, and parts
+twice; ``<output>`` is reassembled from the parts after every frame that ends 30 s
+or more after the last reassembly (every DFT frame) and at the end, and parts
 are recreated from ``<output>`` when only it survived (a fresh clone).
 """
 
@@ -119,6 +120,10 @@ class DFTSettings:
                 DFTD3Dispersion(molecular.M(atom="H 0 0 0; H 0 0 0.74"), self.xc, version=self.dispersion)
             except (KeyError, RuntimeError) as exc:
                 raise ValueError(f"--dispersion {self.dispersion} with --xc {self.xc}: not available in pyscf-dispersion ({exc}); try d3bj or d3zero, or none") from None
+
+    def label(self, atoms: ase.Atoms) -> ase.Atoms:
+        """One labelled copy of ``atoms`` (:func:`label_frame`)."""
+        return label_frame(atoms, self)
 
     def provenance(self) -> dict:
         """What a labelled frame records about its method (and what resuming must match)."""
@@ -261,8 +266,18 @@ def _frame_text(atoms: ase.Atoms) -> str:
     return buf.getvalue()
 
 
-def label_file(input_path, output_path, settings: DFTSettings | None = None, progress: bool = True, limit: int | None = None) -> dict:
-    """Label every frame of ``input_path`` into ``output_path``; resumable. Returns counts."""
+#: seconds between reassemblies of the output while labelling (a DFT frame takes longer, so
+#: its output is rewritten after every frame; model labels come many per second)
+ASSEMBLE_EVERY = 30.0
+
+
+def label_file(input_path, output_path, settings=None, progress: bool = True, limit: int | None = None) -> dict:
+    """Label every frame of ``input_path`` into ``output_path``; resumable. Returns counts.
+
+    ``settings``: :class:`DFTSettings` (default: the converged protocol) or anything with its
+    ``resolved``, ``check``, ``provenance`` and ``label`` methods, e.g.
+    :class:`legato.training.model_labels.ModelLabels`.
+    """
     from tqdm import tqdm
 
     settings = (settings or DFTSettings.converged()).resolved()
@@ -283,13 +298,13 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
     todo = pending if limit is None else pending[:limit]
     counts = {"total": len(frames), "already_done": len(frames) - len(pending), "labelled": 0, "failed": 0}
     bar = tqdm(todo, desc="label", unit="frame", disable=not progress)
-    run_started = time.time()
+    run_started = last_assembled = time.time()
     for i in bar:
         start = time.time()
         atoms = frames[i]
         atoms.info["source_index"] = i
         try:
-            labelled = label_frame(atoms, settings)
+            labelled = settings.label(atoms)
         except (SCFNotConverged, RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
             failed = parts / f"{i:05d}.failed.json"
             _write_atomic(failed, json.dumps({"index": i, "reason": str(exc), "host": platform.node()}))
@@ -302,10 +317,13 @@ def label_file(input_path, output_path, settings: DFTSettings | None = None, pro
         _write_atomic(parts / f"{i:05d}.extxyz", _frame_text(labelled))
         counts["labelled"] += 1
         bar.set_postfix(s_per_frame=f"{seconds:.0f}")
-        assemble(parts, output_path)
+        if time.time() - last_assembled >= ASSEMBLE_EVERY:
+            assemble(parts, output_path)
+            last_assembled = time.time()
         done_here = counts["labelled"] + counts["failed"]
         left = f"; {time_to_go(time.time() - run_started, done_here, len(todo) - done_here)}" if done_here < len(todo) else ""
-        tqdm.write(f"frame {i}: labelled in {seconds:.0f} s ({counts['labelled']} of {len(todo)} this run{left})")
+        if seconds >= 1.0 or not progress:
+            tqdm.write(f"frame {i}: labelled in {seconds:.0f} s ({counts['labelled']} of {len(todo)} this run{left})")
     assemble(parts, output_path)
     return counts
 
