@@ -297,6 +297,9 @@ def run_simulation(
     restart = run_dir / "RESTART"
     if recover_checkpoint(run_dir):
         print(f"{run_dir}: no RESTART, or an older one (a hard kill?): resuming from i-PI's last periodic checkpoint", file=sys.stderr)
+    if restart.exists() and is_finished(run_dir):  # i-PI would refuse to start: nothing is left to run
+        print(f"{run_dir}: already finished ({total_steps(restart)} steps): nothing to run (a new --output starts another run)", file=sys.stderr)
+        return run_dir
     host, connect_host = "localhost", "localhost"
     if listen is not None:
         host, inet_port = parse_address(listen)

@@ -126,6 +126,13 @@ def test_a_hard_killed_run_resumes_from_the_periodic_checkpoint_as_if_never_stop
     for n in names:
         assert (run / n).read_text() == whole[n], n
 
+    def no_driver(structure):
+        raise AssertionError("a finished run must not start i-PI or a driver")
+
+    run_simulation(template, run, no_driver, settings, progress=False)  # run again: nothing left, outputs kept
+    for n in names:
+        assert (run / n).read_text() == whole[n], n
+
 
 def test_a_checkpoint_of_step_zero_is_older_than_a_later_restart(tmp_path):
     """i-PI leaves <step> out of the state files it writes at step 0 (its first periodic
