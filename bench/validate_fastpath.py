@@ -4,7 +4,7 @@
 
 TRPMD of the 16-atom phase-I cell at 150 K with the shipped SAM model: brute force (every
 bead, 0.5 fs) beside `legato run --contract P' --mts M` for each ``--setting P'xM`` (outer
-step 0.5 M fs, the cheap model models/fast.legato.pt at 0.5 fs). Compares the
+step 0.5 M fs, the cheap model models/fast.legato.pt or ``--fast-model`` at 0.5 fs). Compares the
 centroid-virial kinetic energy per species, the intramolecular N-H and intermolecular
 N...H radial distribution peaks, and every IR and INS peak position, each with block-average
 errors, and prints the wall time per ps. A validation, not a timed test: runs resume (run
@@ -119,12 +119,13 @@ def main():
     parser.add_argument("--temperature", type=float, default=150.0)
     parser.add_argument("--setting", action="append", default=[], metavar="P'xM", help="contracted beads x inner steps (default 4x4 and 8x2)")
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/validate_fastpath"))
+    parser.add_argument("--fast-model", type=Path, default=None, help="the cheap model (default: the shipped models/fast.legato.pt)")
     parser.add_argument("--reference", type=Path, default=Path(__file__).with_name("validate_fastpath_brute_force.json"),
                         help="the brute-force summary: read where it matches the settings and the full model, written after a brute-force run")
     args = parser.parse_args()
     settings = [tuple(int(v) for v in s.split("x")) for s in (args.setting or ["4x4", "8x2"])]
     template = template_with_species_kinetic(args.output)
-    structure_model, cheap = str(default_model()), str(fast_model())
+    structure_model, cheap = str(default_model()), str(args.fast_model or fast_model())
     results, walls = {}, {}
     identity = {"beads": args.beads, "ps": args.ps, "temperature": args.temperature, "full_model_sha256": file_sha256(structure_model)}
     stored = brute_force_record(args.reference, identity)
