@@ -16,24 +16,24 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from ase.geometry import cellpar_to_cell
 from ipi.utils.nmtransform import nm_rescale
 
-from legato.fileio import bead_files, read_structures, read_xyz
+from legato.fileio import bead_files, iter_xyz, read_xyz
 from legato.potential import ModelPotential
 from legato.shipped import default_model, fast_model
 
 
 def ring_polymers(run_dir: Path, n_frames: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """symbols, positions (frames, beads, atoms, 3) A and the cell (3, 3) A of ``n_frames`` steps of the run's second half."""
+    files = bead_files(run_dir, "simulation", "pos")  # raises, naming the run, where there are none
     beads = []
-    for path in bead_files(run_dir, "simulation", "pos"):
+    for path in files:
         _, positions, symbols = read_xyz(path, allow_truncated=True)
         beads.append(positions)
-    if not beads:
-        raise SystemExit(f"{run_dir}: no bead positions (simulation.pos_*); run PIMD with a positions trajectory first")
     steps = min(len(b) for b in beads)
     picked = np.linspace(steps // 2, steps - 1, n_frames).astype(int)
-    cell = read_structures(next(iter(sorted(run_dir.glob("simulation.pos_*")))))[0].cell.array
+    cell = cellpar_to_cell(next(iter_xyz(files[0]))[1])  # NVT: the cell of the first frame
     return symbols, np.stack([b[picked] for b in beads], axis=1), cell
 
 
